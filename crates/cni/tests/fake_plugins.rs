@@ -40,7 +40,7 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 fn read_json(p: &Path) -> Value {
-    serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+    serde_json::from_slice(&fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap()
 }
 
