@@ -68,7 +68,10 @@ impl PlexusConf {
     pub fn cluster_network(&self) -> Result<NetworkConfigList, CniError> {
         let invalid = |msg: String| CniError::new(code::INVALID_NETWORK_CONFIG, msg);
         if let Some(name) = &self.cluster_network {
-            let conf_dir = self.conf_dir.as_deref().unwrap_or(Path::new(DEFAULT_CONF_DIR));
+            let conf_dir = self
+                .conf_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_CONF_DIR));
             if let Ok(Some(list)) = NetworkConfigList::find_in_dir(conf_dir, name) {
                 return Ok(list);
             }
@@ -78,7 +81,9 @@ impl PlexusConf {
                     .map_err(CniError::from)?
                     .into_iter()
                     .next()
-                    .ok_or_else(|| invalid(format!("clusterNetwork directory {name} has no CNI config")))?;
+                    .ok_or_else(|| {
+                        invalid(format!("clusterNetwork directory {name} has no CNI config"))
+                    })?;
                 return NetworkConfigList::load_file(&first).map_err(CniError::from);
             }
             if path.is_absolute() && path.is_file() {
@@ -89,10 +94,9 @@ impl PlexusConf {
                 conf_dir.display()
             )));
         }
-        let first = self
-            .delegates
-            .first()
-            .ok_or_else(|| invalid("one of \"clusterNetwork\" or \"delegates\" is required".into()))?;
+        let first = self.delegates.first().ok_or_else(|| {
+            invalid("one of \"clusterNetwork\" or \"delegates\" is required".into())
+        })?;
         NetworkConfigList::from_value(first.clone()).map_err(CniError::from)
     }
 }
@@ -109,16 +113,27 @@ mod tests {
     fn resolution_order() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        fs::write(d.join("10-a.conf"), json!({"cniVersion": "0.3.1", "name": "k8s-pod-network", "type": "ptp"}).to_string()).unwrap();
-        let by_name = PlexusConf::from_value(&json!({"clusterNetwork": "k8s-pod-network", "confDir": d,
-            "delegates": [{"cniVersion": "1.0.0", "name": "ignored", "type": "bridge"}]}))
+        fs::write(
+            d.join("10-a.conf"),
+            json!({"cniVersion": "0.3.1", "name": "k8s-pod-network", "type": "ptp"}).to_string(),
+        )
         .unwrap();
-        assert_eq!(by_name.cluster_network().unwrap().plugins[0].plugin_type(), "ptp");
+        let by_name =
+            PlexusConf::from_value(&json!({"clusterNetwork": "k8s-pod-network", "confDir": d,
+            "delegates": [{"cniVersion": "1.0.0", "name": "ignored", "type": "bridge"}]}))
+            .unwrap();
+        assert_eq!(
+            by_name.cluster_network().unwrap().plugins[0].plugin_type(),
+            "ptp"
+        );
 
-        let by_dir = PlexusConf::from_value(&json!({"clusterNetwork": d, "confDir": "/nonexistent"})).unwrap();
+        let by_dir =
+            PlexusConf::from_value(&json!({"clusterNetwork": d, "confDir": "/nonexistent"}))
+                .unwrap();
         assert_eq!(by_dir.cluster_network().unwrap().name, "k8s-pod-network");
 
-        let by_path = PlexusConf::from_value(&json!({"clusterNetwork": d.join("10-a.conf")})).unwrap();
+        let by_path =
+            PlexusConf::from_value(&json!({"clusterNetwork": d.join("10-a.conf")})).unwrap();
         assert_eq!(by_path.cluster_network().unwrap().name, "k8s-pod-network");
 
         let delegates = PlexusConf::from_value(&json!({"delegates": [
@@ -137,7 +152,12 @@ mod tests {
             let c = PlexusConf::from_value(&conf).unwrap();
             assert_eq!(c.cluster_network().unwrap_err().code, 7, "{conf}");
         }
-        assert_eq!(PlexusConf::from_value(&json!({"delegates": 3})).unwrap_err().code, 7);
+        assert_eq!(
+            PlexusConf::from_value(&json!({"delegates": 3}))
+                .unwrap_err()
+                .code,
+            7
+        );
     }
 
     #[test]

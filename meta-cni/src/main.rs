@@ -13,6 +13,10 @@ fn main() -> ExitCode {
         .init();
     plexus_cni::plugin::run(
         &plexus_meta_cni::Plexus,
-        concat!("plexus ", env!("CARGO_PKG_VERSION"), ": the Plexus delegating CNI plugin"),
+        concat!(
+            "plexus ",
+            env!("CARGO_PKG_VERSION"),
+            ": the Plexus delegating CNI plugin"
+        ),
     )
 }

@@ -41,7 +41,11 @@ fn runtime_conf(req: &Request) -> RuntimeConf {
         netns: req.netns.clone(),
         ifname: req.ifname.clone(),
         args: req.args.clone(),
-        capability_args: req.runtime_config().as_object().cloned().unwrap_or_else(Map::new),
+        capability_args: req
+            .runtime_config()
+            .as_object()
+            .cloned()
+            .unwrap_or_else(Map::new),
     }
 }
 
@@ -51,7 +55,11 @@ impl Plugin for Plexus {
         let rt = runtime_conf(req);
         match p.invoker.add_list(&p.list, &rt) {
             Ok(result) => {
-                tracing::info!(container = req.container_id, network = p.list.name, "ADD done");
+                tracing::info!(
+                    container = req.container_id,
+                    network = p.list.name,
+                    "ADD done"
+                );
                 Ok(result)
             }
             Err(e) => {
@@ -74,8 +82,16 @@ impl Plugin for Plexus {
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
         let p = primary(req)?;
+        if !p.list.cni_version.allows_check() {
+            // The delegate predates CHECK: there is nothing it can verify.
+            tracing::debug!(network = p.list.name, version = %p.list.cni_version, "delegate has no CHECK");
+            return Ok(());
+        }
         let cached = req.prev_result()?.ok_or_else(|| {
-            CniError::new(plexus_cni::error::code::INVALID_NETWORK_CONFIG, "CHECK needs a prevResult")
+            CniError::new(
+                plexus_cni::error::code::INVALID_NETWORK_CONFIG,
+                "CHECK needs a prevResult",
+            )
         })?;
         p.invoker
             .check_list(&p.list, &runtime_conf(req), &cached)
@@ -91,8 +107,11 @@ impl Plugin for Plexus {
         let p = primary(req)?;
         p.invoker.gc_list(&p.list, valid).map_err(|errors| {
             let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            CniError::new(plexus_cni::error::code::INTERNAL, "GC failed for some delegates")
-                .with_details(all.join("; "))
+            CniError::new(
+                plexus_cni::error::code::INTERNAL,
+                "GC failed for some delegates",
+            )
+            .with_details(all.join("; "))
         })
     }
 }

@@ -91,6 +91,9 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// Several plugins failed during a best-effort operation (DEL).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<Error>),
     /// The network's version does not allow the operation.
     #[error("network {network:?} is version {version}, which does not support {command}")]
     NotSupported {
@@ -103,30 +106,35 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The CNI code this failure is reported with: a delegate's own code is
+    /// kept, so the runtime sees, e.g., 11 "try again later".
+    #[must_use]
+    pub fn code(&self) -> u32 {
+        match self {
+            Self::InvalidType(_) => code::INVALID_NETWORK_CONFIG,
+            Self::NotFound { .. } | Self::Exec { .. } => code::DELEGATE_EXEC,
+            Self::Timeout { .. } => code::DELEGATE_TIMEOUT,
+            Self::Plugin { error, .. } => error.code,
+            Self::Output { .. } => code::DELEGATE_OUTPUT,
+            Self::NotSupported { .. } => code::INCOMPATIBLE_VERSION,
+            Self::Several(all) => all.first().map_or(code::INTERNAL, Self::code),
+        }
+    }
+}
+
 impl From<Error> for CniError {
     fn from(e: Error) -> Self {
-        let code = match &e {
-            Error::InvalidType(_) => code::INVALID_NETWORK_CONFIG,
-            Error::NotFound { .. } | Error::Exec { .. } => code::DELEGATE_EXEC,
-            Error::Timeout { .. } => code::DELEGATE_TIMEOUT,
-            // A delegate's own code is kept so the runtime sees, e.g., 11.
-            Error::Plugin { error, .. } => error.code,
-            Error::Output { .. } => code::DELEGATE_OUTPUT,
-            Error::NotSupported { .. } => code::INCOMPATIBLE_VERSION,
-        };
-        let details = match &e {
-            Error::Plugin { error, .. } => error.details.clone(),
-            _ => String::new(),
-        };
-        let msg = match &e {
+        let code = e.code();
+        match e {
             Error::Plugin {
                 plugin,
                 command,
                 error,
-            } => format!("delegate {plugin} {command}: {}", error.msg),
-            other => other.to_string(),
-        };
-        CniError::new(code, msg).with_details(details)
+            } => CniError::new(code, format!("delegate {plugin} {command}: {}", error.msg))
+                .with_details(error.details),
+            other => CniError::new(code, other.to_string()),
+        }
     }
 }
 
@@ -361,8 +369,13 @@ impl Invoker {
     /// DEL every plugin of `list` in reverse order. From 0.4.0 on each gets
     /// `cached` (the final ADD result, if the caller has it) as `prevResult`.
     ///
+    /// Teardown is best effort: unlike libcni, which halts at the first
+    /// failure, every plugin still gets its DEL (a missing plugin must not
+    /// keep the IPAM lease of the one before it), and the failures come back
+    /// together.
+    ///
     /// # Errors
-    /// The first plugin failure (libcni halts there too).
+    /// The single failure, or [`Error::Several`].
     pub fn del_list(
         &self,
         list: &NetworkConfigList,
@@ -372,11 +385,20 @@ impl Invoker {
         let prev = cached
             .filter(|_| list.cni_version.passes_prev_result_on_del())
             .map(|r| r.to_value(list.cni_version));
-        for p in list.plugins.iter().rev() {
-            let stdin = build_config(list, p, Some(rt), prev.as_ref(), &[]);
-            self.exec(p.plugin_type(), Command::Del, rt, &stdin)?;
+        let mut errors: Vec<Error> = list
+            .plugins
+            .iter()
+            .rev()
+            .filter_map(|p| {
+                let stdin = build_config(list, p, Some(rt), prev.as_ref(), &[]);
+                self.exec(p.plugin_type(), Command::Del, rt, &stdin).err()
+            })
+            .collect();
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Several(errors)),
         }
-        Ok(())
     }
 
     /// CHECK every plugin of `list` in order with the cached ADD result.

@@ -40,8 +40,7 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 fn read_json(p: &Path) -> Value {
-    serde_json::from_slice(&fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
+    serde_json::from_slice(&fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
 fn log(dir: &Path) -> Vec<String> {
@@ -296,4 +295,31 @@ fn bad_outputs_are_clear_errors() {
     let e = run("absent");
     assert_eq!(e.code, 100);
     assert!(e.msg.contains("failed to find plugin \"absent\""), "{e}");
+}
+
+#[test]
+fn del_goes_on_past_a_failing_plugin() {
+    let d = tempfile::tempdir().unwrap();
+    recorder(d.path(), "ipam-holder", "{}");
+    script(
+        d.path(),
+        "broken",
+        r#"echo "broken $CNI_COMMAND" >> "$(dirname "$0")/log"; echo '{"code":11,"msg":"busy"}'; exit 1"#,
+    );
+    let inv = Invoker::new(vec![d.path().to_owned()]);
+    let l = NetworkConfigList::from_value(json!({"cniVersion": "1.0.0", "name": "t", "plugins": [
+        {"type": "ipam-holder"}, {"type": "absent"}, {"type": "broken"}]}))
+    .unwrap();
+    let err = inv.del_list(&l, &rt(), None).unwrap_err();
+    assert_eq!(
+        log(d.path()),
+        ["broken DEL", "ipam-holder DEL"],
+        "every plugin still gets its DEL"
+    );
+    let Error::Several(all) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(all.len(), 2);
+    assert_eq!(err.code(), 11, "the first failure's code");
+    assert!(err.to_string().contains("absent"), "{err}");
 }
