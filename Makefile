@@ -1,0 +1,41 @@
+# Plexus task runner. Every target is what CI and the README run.
+#
+#   make setup   install the Debian packages the tests and the demo need (idempotent)
+#   make demo    build, then run the demo in throwaway network namespaces
+#   make lint    rustfmt check and clippy -D warnings
+#   make test    setup + lint + the whole test suite (run as root)
+#   make bench   benchmarks: medians and ratios against a baseline in the same run
+
+SHELL := /bin/bash
+CARGO ?= cargo
+
+# Debian packages: reference CNI plugins, iproute2/ping for the tests, strace
+# for golden-byte captures, clang/llvm/libbpf for eBPF C, jq, and Go + libcni
+# source for the conformance runner (e2e/conformance).
+DEB_PACKAGES := containernetworking-plugins iproute2 iputils-ping iptables strace \
+	clang llvm libbpf-dev jq golang-go golang-github-appc-cni-dev shellcheck
+
+.PHONY: setup demo lint test bench build
+
+setup:
+	@scripts/setup.sh $(DEB_PACKAGES)
+
+build:
+	$(CARGO) build --workspace --bins
+
+demo: setup build
+	@scripts/demo.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	shellcheck scripts/*.sh e2e/conformance/*.sh crates/netlink/tests/fixtures/*.sh
+
+# The black-box tests run the built binaries, so build them first. nextest
+# gives every test its own process, which suits namespace tests.
+test: setup lint build
+	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) test --workspace --doc
+
+bench: setup
+	$(CARGO) bench -p plexus-e2e --bench invoker
