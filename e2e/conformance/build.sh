@@ -16,6 +16,11 @@ src="$here/main.go"
 gopath="${CNI_CONFORMANCE_GOPATH:-/usr/share/gocode}"
 libcni="$gopath/src/github.com/containernetworking/cni/libcni"
 
+# Test processes run in parallel (nextest): one builds, the others wait and
+# then find the binary fresh.
+exec 9>"$out/.build.lock"
+flock 9
+
 if [[ -x "$bin" && "$bin" -nt "$src" && "$bin" -nt "$0" ]]; then
     echo "$bin"
     exit 0
@@ -39,6 +44,6 @@ export GOCACHE="${GOCACHE:-$out/.gocache}"
 export CGO_ENABLED=0
 
 cd "$here"
-go build -trimpath -o "$bin.tmp" main.go
-mv -f "$bin.tmp" "$bin"
+go build -trimpath -o "$bin.tmp.$$" main.go
+mv -f "$bin.tmp.$$" "$bin"
 echo "$bin"
