@@ -34,7 +34,7 @@ lint:
 # The black-box tests run the built binaries, so build them first. nextest
 # gives every test its own process, which suits namespace tests.
 test: setup lint build
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) nextest run --workspace
 	$(CARGO) test --workspace --doc
 
 bench: setup
