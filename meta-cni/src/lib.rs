@@ -11,5 +11,6 @@
 
 pub mod config;
 pub mod plugin;
+pub mod selection;
 
 pub use plugin::Plexus;
