@@ -8,7 +8,7 @@
 //! that our converted results are what Go plugins expect.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use plexus_cni::conf::NetworkConfigList;
 use plexus_cni::invoke::{Error, Invoker, RuntimeConf};
@@ -55,15 +55,8 @@ impl Fixture {
         json!({"type": "host-local", "dataDir": self.data.path(), "ranges": [[{"subnet": subnet}]]})
     }
 
-    /// Files host-local keeps per reservation (it also keeps `lock` and
-    /// `last_reserved_ip.*`, which are not leases).
     fn leases(&self, net: &str) -> Vec<String> {
-        let Ok(dir) = fs::read_dir(self.data.path().join(net)) else {
-            return vec![];
-        };
-        dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
-            .collect()
+        leases(self.data.path(), net)
     }
 
     fn add(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> Result<CniResult, Error> {
@@ -87,6 +80,17 @@ impl Fixture {
     ) -> Result<(), Error> {
         self.host.run(|| self.invoker.check_list(list, rt, cached))
     }
+}
+
+/// Files host-local keeps per reservation under `<dataDir>/<net>` (it also
+/// keeps `lock` and `last_reserved_ip.*`, which are not leases).
+fn leases(data_dir: &Path, net: &str) -> Vec<String> {
+    let Ok(dir) = fs::read_dir(data_dir.join(net)) else {
+        return vec![];
+    };
+    dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
+        .collect()
 }
 
 fn list(v: &Value) -> NetworkConfigList {
@@ -202,11 +206,7 @@ fn del_after_the_netns_is_gone_releases_the_lease() {
         };
         host.run(|| invoker.del_list(&l, &rt_no_ns, None))
             .unwrap_or_else(|e| panic!("{version}: DEL without CNI_NETNS: {e}"));
-        let left: Vec<_> = fs::read_dir(data.path().join(&net))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
-            .collect();
+        let left = leases(data.path(), &net);
         assert!(left.is_empty(), "{version}: leases left {left:?}");
     }
 }
