@@ -45,6 +45,7 @@ cat >"$work/plexus.conf" <<JSON
   "cniVersion": "1.0.0",
   "name": "plexus",
   "type": "plexus",
+  "cniDir": "$work/plexus",
   "delegates": [{
     "cniVersion": "1.0.0",
     "name": "pod-network",

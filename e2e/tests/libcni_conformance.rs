@@ -72,7 +72,7 @@ fn conflist(
         "cniVersion": version,
         "name": "plexus-conformance",
         "plugins": [
-            {"type": "plexus", "delegates": [{
+            {"type": "plexus", "cniDir": data_dir.parent().unwrap().join("plexus"), "delegates": [{
                 "cniVersion": delegate_version, "name": "pod-network",
                 "plugins": [{"type": "ptp", "ipam": {"type": "host-local", "dataDir": data_dir,
                                                       "ranges": [[{"subnet": subnet}]]}}]
@@ -220,5 +220,12 @@ fn libcni_refuses_plexus_with_an_unknown_delegate_and_nothing_is_left() {
         host.links().iter().all(|l| l["ifname"] == "lo"),
         "host veth removed: {:?}",
         host.links()
+    );
+    let left: Vec<_> = fs::read_dir(tmp.path().join("plexus"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "no attachment cache after rollback: {left:?}"
     );
 }

@@ -1,16 +1,24 @@
-//! `plexus`, the delegating CNI plugin: a drop-in for Multus.
+//! `plexus`: the delegating CNI plugin, a drop-in for Multus.
 //!
-//! The runtime calls `plexus` for every pod. It resolves the cluster network
-//! and runs it as the primary interface through the invoker of
-//! [`plexus_cni`], printing the result in its own `cniVersion`.
+//! The runtime runs `plexus` for every pod; it resolves the pod's networks
+//! ([`resolve`]) from NetworkAttachmentDefinitions ([`nad`], fetched through
+//! [`cluster`]), runs each delegate through the CNI library's invoker,
+//! records what it did ([`state`]) and reports it as network-status
+//! ([`status`]).
 //!
-//! Owns: reading the plexus/Multus config keys ([`config`]) and deciding
-//! which delegate runs with which parameters ([`plugin`]). Must not: print
-//! anything on stdout but through the plugin skeleton, or talk to the kernel
-//! itself (delegates do).
+//! Must not: print anything on stdout but through the plugin skeleton. The
+//! only kernel change plexus makes itself is moving the default route
+//! ([`routes`]); interfaces are the delegates' business.
 
+pub mod cluster;
 pub mod config;
+pub mod logging;
+pub mod nad;
 pub mod plugin;
+pub mod resolve;
+pub mod routes;
 pub mod selection;
+pub mod state;
+pub mod status;
 
 pub use plugin::Plexus;

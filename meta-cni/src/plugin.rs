@@ -1,117 +1,670 @@
-//! The CNI operations of `plexus`.
+//! The CNI operations of `plexus`: plan, cache, delegate, roll back.
 //!
-//! This build delegates the cluster network only: ADD runs it as
-//! `CNI_IFNAME` and prints its result in plexus' own `cniVersion`; DEL and
-//! CHECK hand it the result the runtime cached for plexus (its `prevResult`),
-//! converted to the delegate's version; STATUS and GC are forwarded.
-//! Additional networks from annotations and NADs build on this.
+//! ADD resolves every attachment first ([`crate::resolve`]), writes the plan
+//! to the cache, then runs the delegates in order (cluster network first),
+//! recording each result; a failure at delegate *i* runs DEL for *i..0* in
+//! reverse. DEL works from the cache alone (no API server, no netns
+//! needed); without a cache it rebuilds what it can. CHECK checks every
+//! cached attachment; STATUS asks the cluster network; GC forwards each
+//! network's valid attachments and removes stale cache entries.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use plexus_cni::args::CniArgs;
+use plexus_cni::conf::NetworkConfigList;
+use plexus_cni::error::code;
 use plexus_cni::invoke::{Invoker, RuntimeConf};
 use plexus_cni::plugin::{Attachment, Plugin, Request};
 use plexus_cni::{CniError, CniResult};
-use serde_json::Map;
+use serde_json::{Map, Value};
 
+use crate::cluster::{Cluster, ClusterError, KubeCluster, PodInfo, PodRef, Standalone};
 use crate::config::PlexusConf;
+use crate::resolve::{DEFAULT_NETWORK_ANNOTATION, Planned, PodContext, Resolver};
+use crate::selection::NETWORKS_ANNOTATION;
+use crate::state::{self, Cache, CachedAttachment, FORMAT};
+use crate::{logging, routes, status};
+
+/// `CNI_ARGS` key carrying the networks annotation in standalone mode.
+pub const ARG_NETWORKS: &str = "K8S_ANNOTATION_NETWORKS";
+/// `CNI_ARGS` key carrying the default-network annotation in standalone mode.
+pub const ARG_DEFAULT_NETWORK: &str = "K8S_ANNOTATION_DEFAULT_NETWORK";
+/// The runtimeConfig capability containerd fills with the pod's annotations.
+pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
 
 /// The plexus plugin.
 #[derive(Debug, Default)]
 pub struct Plexus;
 
-struct Primary {
-    list: plexus_cni::conf::NetworkConfigList,
+/// Where pods and NADs come from.
+enum Mode {
+    /// The API server: a kubeconfig, or in-cluster config when `None`.
+    Kube(Option<std::path::PathBuf>),
+    /// No API server.
+    Standalone,
+}
+
+/// Everything a verb needs from the request and the config.
+struct Ctx<'r> {
+    req: &'r Request,
+    conf: PlexusConf,
     invoker: Invoker,
+    mode: Mode,
+    pod: Option<PodRef>,
+    /// `CNI_ARGS` for delegates: the runtime's, without plexus' own keys,
+    /// with `IgnoreUnknown` so Go plugins accept the Kubernetes keys.
+    delegate_args: CniArgs,
+    runtime_config: Map<String, Value>,
 }
 
-fn primary(req: &Request) -> Result<Primary, CniError> {
-    let conf = PlexusConf::from_value(&req.config)?;
-    let list = conf.cluster_network()?;
-    Ok(Primary {
-        invoker: Invoker::new(conf.search_path(&req.path)),
-        list,
-    })
-}
-
-/// The runtime's own parameters, passed on unchanged: the cluster network
-/// gets `CNI_IFNAME` and every capability argument the runtime gave us
-/// (spec §7.5 of the multi-network standard: runtimeConfig goes to the
-/// cluster network only).
-fn runtime_conf(req: &Request) -> RuntimeConf {
-    RuntimeConf {
-        container_id: req.container_id.clone(),
-        netns: req.netns.clone(),
-        ifname: req.ifname.clone(),
-        args: req.args.clone(),
-        capability_args: req
-            .runtime_config()
-            .as_object()
+impl<'r> Ctx<'r> {
+    fn new(req: &'r Request) -> Result<Self, CniError> {
+        let conf = PlexusConf::from_value(&req.config)?;
+        logging::init(&conf);
+        let invoker = Invoker::new(conf.search_path(&req.path));
+        let mode = match &conf.kubeconfig {
+            Some(p) if !p.as_os_str().is_empty() => Mode::Kube(Some(p.clone())),
+            _ if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|h| !h.is_empty()) => {
+                Mode::Kube(None)
+            }
+            _ => Mode::Standalone,
+        };
+        let arg = |k: &str| req.args.get(k).filter(|v| !v.is_empty());
+        let pod = match (arg("K8S_POD_NAMESPACE"), arg("K8S_POD_NAME")) {
+            (Some(namespace), Some(name)) => Some(PodRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                uid: arg("K8S_POD_UID").map(str::to_owned),
+            }),
+            _ => None,
+        };
+        let mut pairs: Vec<(String, String)> = req
+            .args
+            .0
+            .iter()
+            .filter(|(k, _)| k != ARG_NETWORKS && k != ARG_DEFAULT_NETWORK)
             .cloned()
-            .unwrap_or_else(Map::new),
+            .collect();
+        if !pairs.iter().any(|(k, _)| k == "IgnoreUnknown") {
+            pairs.insert(0, ("IgnoreUnknown".into(), "1".into()));
+        }
+        Ok(Self {
+            req,
+            invoker,
+            mode,
+            pod,
+            delegate_args: CniArgs(pairs),
+            runtime_config: req
+                .runtime_config()
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            conf,
+        })
+    }
+
+    /// The pod's annotations as the runtime passed them (standalone mode):
+    /// the `io.kubernetes.cri.pod-annotations` capability, overridden by
+    /// `K8S_ANNOTATION_NETWORKS` / `K8S_ANNOTATION_DEFAULT_NETWORK`.
+    fn runtime_annotations(&self) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = self
+            .runtime_config
+            .get(POD_ANNOTATIONS_CAPABILITY)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+            .collect();
+        if let Some(v) = self.req.args.get(ARG_NETWORKS) {
+            out.insert(NETWORKS_ANNOTATION.into(), v.to_owned());
+        }
+        if let Some(v) = self.req.args.get(ARG_DEFAULT_NETWORK) {
+            out.insert(DEFAULT_NETWORK_ANNOTATION.into(), v.to_owned());
+        }
+        out
+    }
+
+    fn cluster(&self) -> Result<Box<dyn Cluster>, ClusterError> {
+        Ok(match &self.mode {
+            Mode::Kube(path) => Box::new(KubeCluster::new(path.as_deref())?),
+            Mode::Standalone => Box::new(Standalone::new(
+                self.conf.nad_dir.as_deref(),
+                self.runtime_annotations(),
+                self.conf.status_dir.clone(),
+            )?),
+        })
+    }
+
+    fn cni_dir(&self) -> &Path {
+        self.conf.cni_dir()
+    }
+
+    fn rt(&self, ifname: &str, args: CniArgs, caps: Map<String, Value>) -> RuntimeConf {
+        RuntimeConf {
+            container_id: self.req.container_id.clone(),
+            netns: self.req.netns.clone(),
+            ifname: ifname.to_owned(),
+            args,
+            capability_args: caps,
+        }
+    }
+
+    fn who(&self) -> String {
+        match &self.pod {
+            Some(p) => format!("{p}"),
+            None => self.req.container_id.clone(),
+        }
+    }
+}
+
+/// A delegate error, with which pod and network it was for.
+fn delegate_error(
+    who: &str,
+    verb: &str,
+    network: &str,
+    ifname: &str,
+    e: impl Into<CniError>,
+) -> CniError {
+    let e: CniError = e.into();
+    CniError {
+        msg: format!("[{who}:{network}] {verb} {ifname}: {}", e.msg),
+        ..e
+    }
+}
+
+fn io_error(what: &str, e: impl std::fmt::Display) -> CniError {
+    CniError::new(code::IO_FAILURE, format!("{what}: {e}"))
+}
+
+/// The result to hand an attachment's DEL or CHECK: for the cluster
+/// network, the runtime's `prevResult` when it sent one (in a chain, plugins
+/// after plexus may have changed it, and the runtime's copy has their
+/// changes); otherwise the cached one.
+fn result_for(ctx: &Ctx<'_>, att: &CachedAttachment) -> Option<CniResult> {
+    if att.default
+        && let Ok(Some(prev)) = ctx.req.prev_result()
+    {
+        return Some(prev);
+    }
+    att.result()
+}
+
+/// DEL of one cached attachment.
+fn del_attachment(ctx: &Ctx<'_>, att: &CachedAttachment) -> Result<(), CniError> {
+    let list = att
+        .list()
+        .map_err(|e| delegate_error(&ctx.who(), "DEL", &att.network, &att.ifname, e))?;
+    let rt = ctx.rt(&att.ifname, att.args(), att.capability_args.clone());
+    let result = result_for(ctx, att);
+    ctx.invoker
+        .del_list(&list, &rt, result.as_ref())
+        .map_err(|e| delegate_error(&ctx.who(), "DEL", &att.network, &att.ifname, e))
+}
+
+/// DEL of every attachment in reverse order, going on past failures.
+fn del_all(ctx: &Ctx<'_>, atts: &[CachedAttachment]) -> Vec<CniError> {
+    atts.iter()
+        .rev()
+        .filter_map(|a| del_attachment(ctx, a).err())
+        .collect()
+}
+
+/// One error out of several: the only one as is, or all of them in one.
+fn combine(verb: &str, mut errors: Vec<CniError>) -> Result<(), CniError> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        n => {
+            let details = errors
+                .iter()
+                .map(|e| format!("{} ({})", e.msg, e.details))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(
+                CniError::new(errors[0].code, format!("{verb} failed for {n} attachments"))
+                    .with_details(details),
+            )
+        }
+    }
+}
+
+fn cached(ctx: &Ctx<'_>, p: &Planned) -> CachedAttachment {
+    CachedAttachment {
+        network: p.network.clone(),
+        ifname: p.ifname.clone(),
+        default: p.default,
+        config: state::list_to_value(&p.list),
+        capability_args: p.capability_args.clone(),
+        cni_args: ctx.delegate_args.to_string(),
+        default_route: p.default_route.clone(),
+        result: None,
+    }
+}
+
+/// Looks the pod up and checks it is the one the runtime means.
+fn pod_info(ctx: &Ctx<'_>, cluster: &dyn Cluster) -> Result<Option<PodInfo>, CniError> {
+    let Some(pod) = &ctx.pod else {
+        return Ok(None);
+    };
+    let info = cluster.pod(pod)?.ok_or_else(|| {
+        CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("pod {pod} not found on the API server"),
+        )
+    })?;
+    if let (Some(want), Some(have)) = (&pod.uid, &info.uid) {
+        // A mirror pod of a static pod has another UID than the kubelet's.
+        let is_static = info
+            .annotations
+            .get("kubernetes.io/config.source")
+            .is_some_and(|s| s != "api");
+        if want != have && !is_static {
+            return Err(CniError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("pod {pod} has UID {have}, the runtime expects {want}"),
+            ));
+        }
+    }
+    Ok(Some(info))
+}
+
+impl Plexus {
+    /// Undoes attachments `0..=last` in reverse; removes the cache when every
+    /// DEL succeeded.
+    fn rollback(ctx: &Ctx<'_>, cache: &Cache, last: usize) {
+        let errors = del_all(ctx, &cache.attachments[..=last]);
+        if errors.is_empty() {
+            if let Err(e) = Cache::remove(ctx.cni_dir(), &cache.container_id, &cache.ifname) {
+                tracing::warn!(error = %e, "cannot remove cache after rollback");
+            }
+        } else {
+            for e in &errors {
+                tracing::warn!(error = %e, "rollback DEL failed; cache kept for a later DEL");
+            }
+        }
     }
 }
 
 impl Plugin for Plexus {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        let p = primary(req)?;
-        let rt = runtime_conf(req);
-        match p.invoker.add_list(&p.list, &rt) {
-            Ok(result) => {
-                tracing::info!(
-                    container = req.container_id,
-                    network = p.list.name,
-                    "ADD done"
-                );
-                Ok(result)
+        let started = Instant::now();
+        let ctx = Ctx::new(req)?;
+        let cluster = ctx.cluster()?;
+        let info = pod_info(&ctx, cluster.as_ref())?;
+        let podctx = ctx
+            .pod
+            .as_ref()
+            .zip(info.as_ref())
+            .map(|(pod, info)| PodContext { pod, info });
+        let resolver = Resolver {
+            conf: &ctx.conf,
+            cluster: Some(cluster.as_ref()),
+        };
+        let (planned, _) = resolver.plan(podctx, &req.ifname, &ctx.runtime_config, true)?;
+        for p in &planned {
+            if let Some(gws) = &p.default_route {
+                routes::validate(&p.network, gws)?;
             }
-            Err(e) => {
-                // Leave nothing behind: undo whatever part of the chain ran.
-                if let Err(undo) = p.invoker.del_list(&p.list, &rt, None) {
-                    tracing::warn!(error = %undo, "rollback DEL after failed ADD also failed");
-                }
-                Err(e.into())
+            // Every binary must exist before the first one runs: a typo in
+            // the last NAD must not cost a rollback (or leave state behind
+            // when the missing plugin's own DEL cannot run either).
+            for plugin in &p.list.plugins {
+                ctx.invoker
+                    .find(plugin.plugin_type())
+                    .map_err(|e| delegate_error(&ctx.who(), "ADD", &p.network, &p.ifname, e))?;
             }
         }
+
+        let mut cache = Cache {
+            format: FORMAT,
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+            pod: ctx.pod.clone(),
+            attachments: planned.iter().map(|p| cached(&ctx, p)).collect(),
+        };
+        cache
+            .save(ctx.cni_dir())
+            .map_err(|e| io_error("cannot write the attachment cache", e))?;
+
+        let mut results: Vec<Option<CniResult>> = vec![None; planned.len()];
+        let mut timings = String::new();
+        for (i, p) in planned.iter().enumerate() {
+            let t = Instant::now();
+            let rt = ctx.rt(
+                &p.ifname,
+                ctx.delegate_args.clone(),
+                p.capability_args.clone(),
+            );
+            match ctx.invoker.add_list(&p.list, &rt) {
+                Ok(r) => {
+                    cache.attachments[i].set_result(&r);
+                    results[i] = Some(r);
+                    if let Err(e) = cache.save(ctx.cni_dir()) {
+                        Self::rollback(&ctx, &cache, i);
+                        return Err(io_error("cannot write the attachment cache", e));
+                    }
+                }
+                Err(e) => {
+                    Self::rollback(&ctx, &cache, i);
+                    return Err(delegate_error(&ctx.who(), "ADD", &p.network, &p.ifname, e));
+                }
+            }
+            let _ = write!(
+                timings,
+                "{}{}={}({}ms)",
+                if i == 0 { "" } else { " " },
+                p.ifname,
+                p.network,
+                t.elapsed().as_millis()
+            );
+        }
+        let last = planned.len() - 1;
+
+        if let Some((k, gws)) = planned.iter().enumerate().find_map(|(k, p)| {
+            p.default_route
+                .as_ref()
+                .filter(|g| !g.is_empty())
+                .map(|g| (k, g))
+        }) {
+            let moved = req
+                .netns
+                .as_deref()
+                .ok_or_else(|| CniError::new(code::INVALID_ENVIRONMENT, "CNI_NETNS is required"))
+                .and_then(|ns| {
+                    routes::apply(ns, &planned[k].ifname, gws).map_err(|e| {
+                        CniError::new(
+                            code::IO_FAILURE,
+                            format!(
+                                "cannot move the default route to {} ({})",
+                                planned[k].ifname, planned[k].network
+                            ),
+                        )
+                        .with_details(e.to_string())
+                    })
+                });
+            if let Err(e) = moved {
+                Self::rollback(&ctx, &cache, last);
+                return Err(e);
+            }
+            routes::rewrite(&mut results, k, gws);
+            for (att, r) in cache.attachments.iter_mut().zip(&results) {
+                if let Some(r) = r {
+                    att.set_result(r);
+                }
+            }
+            if let Err(e) = cache.save(ctx.cni_dir()) {
+                Self::rollback(&ctx, &cache, last);
+                return Err(io_error("cannot write the attachment cache", e));
+            }
+        }
+
+        let entries: Vec<status::NetworkStatus> = planned
+            .iter()
+            .zip(&results)
+            .filter_map(|(p, r)| {
+                r.as_ref()
+                    .map(|r| status::entry(&p.network, &p.ifname, p.default, r))
+            })
+            .collect();
+        let text = status::render(&entries);
+        let pod = ctx.pod.clone().unwrap_or_default();
+        if let Err(e) = cluster.set_network_status(&pod, &req.container_id, &text) {
+            Self::rollback(&ctx, &cache, last);
+            return Err(CniError::from(e).with_details("writing k8s.v1.cni.cncf.io/network-status"));
+        }
+
+        tracing::info!(
+            pod = %ctx.who(),
+            container = req.container_id,
+            attachments = timings,
+            total_ms = started.elapsed().as_millis() as u64,
+            "ADD"
+        );
+        Ok(results.swap_remove(0).unwrap_or_default())
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        let p = primary(req)?;
-        let cached = req.prev_result()?;
-        p.invoker
-            .del_list(&p.list, &runtime_conf(req), cached.as_ref())
-            .map_err(CniError::from)
+        let started = Instant::now();
+        let ctx = Ctx::new(req)?;
+        let (attachments, unknown) = match Cache::load(
+            ctx.cni_dir(),
+            &req.container_id,
+            &req.ifname,
+        ) {
+            Ok(Some(cache)) => (cache.attachments, None),
+            Ok(None) => rebuild(&ctx),
+            Err(e) => {
+                tracing::warn!(error = %e, "attachment cache unreadable; rebuilding from the config");
+                rebuild(&ctx)
+            }
+        };
+        let errors = del_all(&ctx, &attachments);
+        let names: Vec<String> = attachments
+            .iter()
+            .map(|a| format!("{}={}", a.ifname, a.network))
+            .collect();
+        if errors.is_empty() {
+            if let Err(e) = Cache::remove(ctx.cni_dir(), &req.container_id, &req.ifname) {
+                return Err(io_error("cannot remove the attachment cache", e));
+            }
+            if let Some(dir) = &ctx.conf.status_dir
+                && matches!(ctx.mode, Mode::Standalone)
+            {
+                let _ = Standalone::new(None, BTreeMap::new(), Some(dir.clone()))
+                    .and_then(|s| s.clear_network_status(&req.container_id));
+            }
+        }
+        tracing::info!(
+            pod = %ctx.who(),
+            container = req.container_id,
+            attachments = names.join(" "),
+            failed = errors.len(),
+            total_ms = started.elapsed().as_millis() as u64,
+            "DEL"
+        );
+        combine("DEL", errors)?;
+        match unknown {
+            Some(why) => Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                "DEL ran for the attachments plexus could rebuild; others may remain",
+            )
+            .with_details(why)),
+            None => Ok(()),
+        }
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
-        let p = primary(req)?;
-        if !p.list.cni_version.allows_check() {
-            // The delegate predates CHECK: there is nothing it can verify.
-            tracing::debug!(network = p.list.name, version = %p.list.cni_version, "delegate has no CHECK");
-            return Ok(());
+        let ctx = Ctx::new(req)?;
+        let cache = Cache::load(ctx.cni_dir(), &req.container_id, &req.ifname)
+            .map_err(|e| io_error("attachment cache unreadable", e))?
+            .ok_or_else(|| {
+                CniError::new(
+                    code::UNKNOWN_CONTAINER,
+                    format!(
+                        "no attachments recorded for container {} ({})",
+                        req.container_id, req.ifname
+                    ),
+                )
+            })?;
+        for att in &cache.attachments {
+            let fail =
+                |e: CniError| delegate_error(&ctx.who(), "CHECK", &att.network, &att.ifname, e);
+            let list = att.list().map_err(|e| fail(e.into()))?;
+            if !list.cni_version.allows_check() || list.disable_check {
+                tracing::debug!(network = att.network, "delegate has no CHECK");
+                continue;
+            }
+            let result = result_for(&ctx, att).ok_or_else(|| {
+                fail(CniError::new(
+                    code::INVALID_NETWORK_CONFIG,
+                    "ADD never completed",
+                ))
+            })?;
+            let rt = ctx.rt(&att.ifname, att.args(), att.capability_args.clone());
+            ctx.invoker
+                .check_list(&list, &rt, &result)
+                .map_err(|e| fail(e.into()))?;
         }
-        let cached = req.prev_result()?.ok_or_else(|| {
-            CniError::new(
-                plexus_cni::error::code::INVALID_NETWORK_CONFIG,
-                "CHECK needs a prevResult",
-            )
-        })?;
-        p.invoker
-            .check_list(&p.list, &runtime_conf(req), &cached)
-            .map_err(CniError::from)
+        Ok(())
     }
 
     fn status(&self, req: &Request) -> Result<(), CniError> {
-        let p = primary(req)?;
-        p.invoker.status_list(&p.list).map_err(CniError::from)
+        let ctx = Ctx::new(req)?;
+        let cluster = ctx.cluster()?;
+        let resolver = Resolver {
+            conf: &ctx.conf,
+            cluster: Some(cluster.as_ref()),
+        };
+        let (network, primary) = resolver.cluster_network()?;
+        ctx.invoker.status_list(&primary).map_err(|e| {
+            let e: CniError = e.into();
+            CniError {
+                msg: format!("cluster network {network}: {}", e.msg),
+                ..e
+            }
+        })?;
+        for name in &ctx.conf.default_networks {
+            let ready = resolver
+                .config_network(name)
+                .and_then(|(_, l)| ctx.invoker.status_list(&l).map_err(CniError::from));
+            if let Err(e) = ready {
+                tracing::warn!(network = name, error = %e, "default network not ready");
+            }
+        }
+        Ok(())
     }
 
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
-        let p = primary(req)?;
-        p.invoker.gc_list(&p.list, valid).map_err(|errors| {
-            let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            CniError::new(
-                plexus_cni::error::code::INTERNAL,
-                "GC failed for some delegates",
-            )
-            .with_details(all.join("; "))
-        })
+        let ctx = Ctx::new(req)?;
+        let valid_set: HashSet<(&str, &str)> = valid
+            .iter()
+            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+            .collect();
+        let mut errors = Vec::new();
+        // Per delegate network (by config name): its config and the
+        // attachments that are still valid.
+        let mut networks: HashMap<String, (NetworkConfigList, Vec<Attachment>)> = HashMap::new();
+        for cache in Cache::all(ctx.cni_dir()) {
+            if valid_set.contains(&(cache.container_id.as_str(), cache.ifname.as_str())) {
+                for att in cache.attachments.iter().filter(|a| !a.default) {
+                    if let Ok(list) = att.list() {
+                        networks
+                            .entry(list.name.clone())
+                            .or_insert_with(|| (list, Vec::new()))
+                            .1
+                            .push(Attachment {
+                                container_id: cache.container_id.clone(),
+                                ifname: att.ifname.clone(),
+                            });
+                    }
+                }
+                continue;
+            }
+            // A stale attachment: its container is gone without a DEL.
+            let stale = RuntimeConf {
+                container_id: cache.container_id.clone(),
+                ..RuntimeConf::default()
+            };
+            let mut failed = false;
+            for att in cache.attachments.iter().rev() {
+                let Ok(list) = att.list() else { continue };
+                let rt = RuntimeConf {
+                    ifname: att.ifname.clone(),
+                    args: att.args(),
+                    capability_args: att.capability_args.clone(),
+                    ..stale.clone()
+                };
+                if let Err(e) = ctx.invoker.del_list(&list, &rt, att.result().as_ref()) {
+                    failed = true;
+                    errors.push(delegate_error(
+                        &cache.container_id,
+                        "GC",
+                        &att.network,
+                        &att.ifname,
+                        e,
+                    ));
+                }
+            }
+            if !failed {
+                tracing::info!(
+                    container = cache.container_id,
+                    "GC removed a stale attachment"
+                );
+                let _ = Cache::remove(ctx.cni_dir(), &cache.container_id, &cache.ifname);
+            }
+        }
+        let cluster = ctx.cluster()?;
+        let resolver = Resolver {
+            conf: &ctx.conf,
+            cluster: Some(cluster.as_ref()),
+        };
+        let (_, primary) = resolver.cluster_network()?;
+        let mut lists = vec![(primary, valid.to_vec())];
+        lists.extend(networks.into_values());
+        for (list, atts) in &lists {
+            if let Err(errs) = ctx.invoker.gc_list(list, atts) {
+                errors.extend(errs.into_iter().map(CniError::from));
+            }
+        }
+        combine("GC", errors)
+    }
+}
+
+/// DEL without a cache: the attachments plexus can still name from the
+/// config and, if reachable, the API server. The second value says what
+/// could not be rebuilt (then DEL returns "try again later" after running
+/// what it could, so the runtime retries once the API server is back).
+fn rebuild(ctx: &Ctx<'_>) -> (Vec<CachedAttachment>, Option<String>) {
+    let mut unknown = None;
+    let cluster = match ctx.cluster() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            unknown = Some(e.to_string());
+            None
+        }
+    };
+    let info = match (&ctx.pod, &cluster) {
+        (Some(pod), Some(c)) => match c.pod(pod) {
+            Ok(Some(i)) => Some(i),
+            Ok(None) => {
+                tracing::warn!(pod = %pod, "pod is gone and no cache: only configured networks can be deleted");
+                None
+            }
+            Err(e) => {
+                unknown = Some(e.to_string());
+                None
+            }
+        },
+        _ => None,
+    };
+    let podctx = ctx
+        .pod
+        .as_ref()
+        .zip(info.as_ref())
+        .map(|(pod, info)| PodContext { pod, info });
+    // With the API server down, NAD lookups would fail too: resolve the
+    // configured networks from files only.
+    let resolver = Resolver {
+        conf: &ctx.conf,
+        cluster: if unknown.is_some() {
+            None
+        } else {
+            cluster.as_deref()
+        },
+    };
+    match resolver.plan(podctx, &ctx.req.ifname, &ctx.runtime_config, false) {
+        Ok((planned, skipped)) => {
+            for s in &skipped {
+                tracing::warn!(network = s, "DEL: cannot rebuild this attachment");
+            }
+            (planned.iter().map(|p| cached(ctx, p)).collect(), unknown)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "DEL: cannot rebuild any attachment");
+            (Vec::new(), Some(unknown.unwrap_or_else(|| e.to_string())))
+        }
     }
 }

@@ -135,6 +135,12 @@ impl NetworkSelection {
         if let Some(guid) = &self.infiniband_guid {
             hw_addr("infiniband-guid", guid, &[8, 20]).map_err(ctx)?;
         }
+        if self.ipam_claim_reference.is_some() && !self.ips.is_empty() {
+            // Multi-net spec v1.3 §4.1.2.1.11: the claim decides the IPs.
+            return Err(ctx(invalid(
+                "\"ipam-claim-reference\" and \"ips\" cannot be combined",
+            )));
+        }
         Ok(())
     }
 }
@@ -267,8 +273,8 @@ mod tests {
                  "default-route": ["10.1.1.1"], "cni-args": {"foo": "bar"},
                  "portMappings": [{"hostPort": 8080, "containerPort": 80}],
                  "bandwidth": {"ingressRate": 1000}, "infiniband-guid": "c2:11:22:33:44:55:66:77",
-                 "ipam-claim-reference": "claim-1", "deviceID": "0000:04:02.1"},
-                {"name": "legacy", "interfaceRequest": "old0"}]"#,
+                 "deviceID": "0000:04:02.1"},
+                {"name": "legacy", "interfaceRequest": "old0", "ipam-claim-reference": "claim-1"}]"#,
         )
         .unwrap();
         assert_eq!(s[0].interface.as_deref(), Some("data0"));
@@ -278,13 +284,21 @@ mod tests {
             Some(&["10.1.1.1".parse().unwrap()][..])
         );
         assert_eq!(s[0].cni_args.as_ref().unwrap()["foo"], "bar");
-        assert_eq!(s[0].ipam_claim_reference.as_deref(), Some("claim-1"));
+        assert_eq!(s[1].ipam_claim_reference.as_deref(), Some("claim-1"));
         assert_eq!(s[0].device_id.as_deref(), Some("0000:04:02.1"));
         assert_eq!(
             s[1].interface.as_deref(),
             Some("old0"),
             "interfaceRequest alias"
         );
+    }
+
+    #[test]
+    fn ipam_claim_with_ips_is_invalid() {
+        let e = parse(r#"[{"name": "n", "ips": ["10.0.0.1/24"], "ipam-claim-reference": "c"}]"#)
+            .unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.details.contains("ipam-claim-reference"), "{e:?}");
     }
 
     #[test]

@@ -1,0 +1,394 @@
+//! Where pods and NADs come from, and where network-status goes: the
+//! Kubernetes API server ([`KubeCluster`], the `kube` crate) or, without
+//! one, a directory of NAD files and the runtime's own arguments
+//! ([`Standalone`]).
+//!
+//! This is the only module that talks to the API server. It must not decide
+//! anything about networks: it fetches and stores, with bounded retries.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use plexus_cni::CniError;
+use plexus_cni::error::code;
+use serde_json::json;
+
+use crate::nad::{self, Nad};
+use crate::state::write_private;
+
+/// The pod annotation plexus writes.
+pub const NETWORK_STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
+
+/// A failure reaching or using the cluster's data.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The API server did not answer usefully after every retry.
+    #[error("API server unreachable after {attempts} attempts: {last}")]
+    Unreachable {
+        /// How many requests were made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The API server answered with an error that retrying cannot fix.
+    #[error("API server refused {what}: {message}")]
+    Refused {
+        /// The request.
+        what: String,
+        /// The server's message.
+        message: String,
+    },
+    /// Local configuration (kubeconfig, NAD directory) is unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<ClusterError> for CniError {
+    fn from(e: ClusterError) -> Self {
+        let c = match e {
+            ClusterError::Unreachable { .. } => code::TRY_AGAIN_LATER,
+            ClusterError::Refused { .. } => code::IO_FAILURE,
+            ClusterError::Config(_) => code::INVALID_NETWORK_CONFIG,
+        };
+        CniError::new(c, e.to_string())
+    }
+}
+
+/// The pod a CNI request is for, from `CNI_ARGS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PodRef {
+    /// `K8S_POD_NAMESPACE`.
+    pub namespace: String,
+    /// `K8S_POD_NAME`.
+    pub name: String,
+    /// `K8S_POD_UID`, when the runtime sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+impl std::fmt::Display for PodRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What plexus needs of a pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Its metadata.uid.
+    pub uid: Option<String>,
+    /// Its annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Pods, NADs and network-status.
+pub trait Cluster {
+    /// The pod, or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    fn pod(&self, pod: &PodRef) -> Result<Option<PodInfo>, ClusterError>;
+
+    /// Whether this source holds NADs at all. Without one (standalone mode
+    /// with no `nadDir`), a network name is looked up in `confDir`, as the
+    /// spec does for a NAD with an empty spec.
+    fn has_nads(&self) -> bool {
+        true
+    }
+
+    /// A NAD, or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError>;
+
+    /// Records the pod's network-status (a JSON list).
+    ///
+    /// # Errors
+    /// When it cannot be written.
+    fn set_network_status(
+        &self,
+        pod: &PodRef,
+        container_id: &str,
+        status: &str,
+    ) -> Result<(), ClusterError>;
+
+    /// Forgets what [`Cluster::set_network_status`] recorded, where the
+    /// source keeps it beyond the pod's life.
+    ///
+    /// # Errors
+    /// When it cannot be removed.
+    fn clear_network_status(&self, container_id: &str) -> Result<(), ClusterError>;
+}
+
+/// Standalone mode: NADs from a directory, the pod's annotations from the
+/// runtime (`CNI_ARGS` or the `io.kubernetes.cri.pod-annotations`
+/// capability), network-status to `<statusDir>/<containerID>.json`.
+#[derive(Debug)]
+pub struct Standalone {
+    nads: Option<Vec<Nad>>,
+    annotations: BTreeMap<String, String>,
+    status_dir: Option<PathBuf>,
+}
+
+impl Standalone {
+    /// Loads `nad_dir` (when given) and takes the pod's annotations as the
+    /// runtime passed them.
+    ///
+    /// # Errors
+    /// When the NAD directory cannot be read or holds a bad file.
+    pub fn new(
+        nad_dir: Option<&Path>,
+        annotations: BTreeMap<String, String>,
+        status_dir: Option<PathBuf>,
+    ) -> Result<Self, ClusterError> {
+        let nads = nad_dir
+            .map(|d| nad::load_dir(d).map_err(ClusterError::Config))
+            .transpose()?;
+        Ok(Self {
+            nads,
+            annotations,
+            status_dir,
+        })
+    }
+
+    fn status_path(&self, container_id: &str) -> Option<PathBuf> {
+        self.status_dir
+            .as_ref()
+            .map(|d| d.join(format!("{container_id}.json")))
+    }
+}
+
+impl Cluster for Standalone {
+    fn pod(&self, _pod: &PodRef) -> Result<Option<PodInfo>, ClusterError> {
+        Ok(Some(PodInfo {
+            uid: None,
+            annotations: self.annotations.clone(),
+        }))
+    }
+
+    fn has_nads(&self) -> bool {
+        self.nads.is_some()
+    }
+
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {
+        Ok(self
+            .nads
+            .iter()
+            .flatten()
+            .find(|n| n.namespace == namespace && n.name == name)
+            .cloned())
+    }
+
+    fn set_network_status(
+        &self,
+        _pod: &PodRef,
+        container_id: &str,
+        status: &str,
+    ) -> Result<(), ClusterError> {
+        match self.status_path(container_id) {
+            Some(path) => write_private(&path, status.as_bytes())
+                .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display()))),
+            None => Ok(()),
+        }
+    }
+
+    fn clear_network_status(&self, container_id: &str) -> Result<(), ClusterError> {
+        match self.status_path(container_id).map(fs::remove_file) {
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(ClusterError::Config(e.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How often a request is tried before giving up, and the first pause
+/// between tries (doubled each time): about 2.5 s in all, as Multus' GetPod.
+const ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(150);
+
+/// The API server, through the `kube` crate on a single-threaded runtime
+/// (plexus is a short-lived process; nothing here outlives one CNI call).
+pub struct KubeCluster {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+}
+
+impl std::fmt::Debug for KubeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeCluster").finish_non_exhaustive()
+    }
+}
+
+/// Whether an API error may go away by itself.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+impl KubeCluster {
+    /// A client from `kubeconfig`, or the in-cluster config when `None`.
+    ///
+    /// # Errors
+    /// When the kubeconfig cannot be read or names no usable cluster.
+    pub fn new(kubeconfig: Option<&Path>) -> Result<Self, ClusterError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClusterError::Config(format!("tokio runtime: {e}")))?;
+        let mut config = match kubeconfig {
+            Some(path) => {
+                let kc = Kubeconfig::read_from(path).map_err(|e| {
+                    ClusterError::Config(format!("kubeconfig {}: {e}", path.display()))
+                })?;
+                rt.block_on(Config::from_custom_kubeconfig(
+                    kc,
+                    &KubeConfigOptions::default(),
+                ))
+                .map_err(|e| ClusterError::Config(format!("kubeconfig {}: {e}", path.display())))?
+            }
+            None => Config::incluster()
+                .map_err(|e| ClusterError::Config(format!("in-cluster config: {e}")))?,
+        };
+        config.connect_timeout = Some(Duration::from_secs(5));
+        config.read_timeout = Some(Duration::from_secs(10));
+        config.write_timeout = Some(Duration::from_secs(10));
+        let client = {
+            let _guard = rt.enter();
+            Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?
+        };
+        Ok(Self { rt, client })
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or runs out of tries.
+    fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, ClusterError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let mut pause = FIRST_BACKOFF;
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            match self.rt.block_on(op()) {
+                Ok(v) => return Ok(v),
+                Err(e) if transient(&e) => {
+                    tracing::debug!(what, attempt, error = %e, "API request failed; retrying");
+                    last = e.to_string();
+                    if attempt < ATTEMPTS {
+                        std::thread::sleep(pause);
+                        pause *= 2;
+                    }
+                }
+                Err(e) => {
+                    return Err(ClusterError::Refused {
+                        what: what.to_owned(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        Err(ClusterError::Unreachable {
+            attempts: ATTEMPTS,
+            last: format!("{what}: {last}"),
+        })
+    }
+}
+
+fn nad_resource() -> ApiResource {
+    ApiResource {
+        group: "k8s.cni.cncf.io".into(),
+        version: "v1".into(),
+        api_version: "k8s.cni.cncf.io/v1".into(),
+        kind: "NetworkAttachmentDefinition".into(),
+        plural: "network-attachment-definitions".into(),
+    }
+}
+
+impl Cluster for KubeCluster {
+    fn pod(&self, pod: &PodRef) -> Result<Option<PodInfo>, ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let found = self.retry(&format!("GET pod {pod}"), || {
+            let api = api.clone();
+            let name = pod.name.clone();
+            async move { api.get_opt(&name).await }
+        })?;
+        Ok(found.map(|p| PodInfo {
+            uid: p.metadata.uid,
+            annotations: p.metadata.annotations.unwrap_or_default(),
+        }))
+    }
+
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &nad_resource());
+        let what = format!("GET network-attachment-definition {namespace}/{name}");
+        let found = self.retry(&what, || {
+            let api = api.clone();
+            let name = name.to_owned();
+            async move { api.get_opt(&name).await }
+        })?;
+        found
+            .map(|obj| {
+                let value = serde_json::to_value(&obj).map_err(|e| ClusterError::Refused {
+                    what: what.clone(),
+                    message: e.to_string(),
+                })?;
+                Nad::from_object(&value, namespace).map_err(|message| ClusterError::Refused {
+                    what: what.clone(),
+                    message,
+                })
+            })
+            .transpose()
+    }
+
+    fn set_network_status(
+        &self,
+        pod: &PodRef,
+        _container_id: &str,
+        status: &str,
+    ) -> Result<(), ClusterError> {
+        // A merge patch of one annotation through pods/status: the
+        // subresource the kubelet's RBAC grants, and no read-modify-write
+        // race with other writers of the pod. 409s are retried like 5xx.
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let patch = json!({"metadata": {"annotations": {NETWORK_STATUS_ANNOTATION: status}}});
+        let result = self.retry(&format!("PATCH pod {pod} status"), || {
+            let api = api.clone();
+            let name = pod.name.clone();
+            let patch = patch.clone();
+            async move {
+                match api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(e) if not_found(&e) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+        })?;
+        if !result {
+            tracing::warn!(pod = %pod, "pod is gone; network-status not written");
+        }
+        Ok(())
+    }
+
+    fn clear_network_status(&self, _container_id: &str) -> Result<(), ClusterError> {
+        // The annotation lives and dies with the pod object.
+        Ok(())
+    }
+}

@@ -1,0 +1,352 @@
+//! From a pod to the ordered list of delegate networks to run: the cluster
+//! network (or the pod's `v1.multus-cni.io/default-network`), then
+//! `defaultNetworks`, then each network of the annotation, each with its
+//! interface name, config and per-attachment runtimeConfig.
+//!
+//! Decisions only: NADs come through [`Cluster`]; nothing is executed here.
+//! Everything is checked before the first delegate runs (a bad annotation,
+//! a missing NAD or an undeclared capability fails the ADD untouched).
+
+use std::net::IpAddr;
+
+use plexus_cni::CniError;
+use plexus_cni::conf::NetworkConfigList;
+use plexus_cni::error::code;
+use serde_json::{Map, Value};
+
+use crate::cluster::{Cluster, PodInfo, PodRef};
+use crate::config::PlexusConf;
+use crate::selection::{self, NETWORKS_ANNOTATION, NetworkSelection};
+use crate::state::list_to_value;
+
+/// The pod annotation that replaces the cluster network (Multus M26).
+pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
+
+/// One delegate network to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// `<namespace>/<nad>`, or the network name of a file-based network.
+    pub network: String,
+    /// The delegate config, with names, `args.cni` and device IDs injected.
+    pub list: NetworkConfigList,
+    /// Its interface in the pod.
+    pub ifname: String,
+    /// Whether this is the cluster default network.
+    pub default: bool,
+    /// runtimeConfig for this delegate: the runtime's own for the cluster
+    /// network, the annotation's per-attachment keys for the others.
+    pub capability_args: Map<String, Value>,
+    /// Gateways to move the default route to, from the annotation.
+    pub default_route: Option<Vec<IpAddr>>,
+}
+
+/// The pod, as far as it is known.
+#[derive(Debug, Clone, Copy)]
+pub struct PodContext<'a> {
+    /// Who.
+    pub pod: &'a PodRef,
+    /// What the API server (or the runtime) says about it.
+    pub info: &'a PodInfo,
+}
+
+fn invalid(msg: impl Into<String>) -> CniError {
+    CniError::new(code::INVALID_NETWORK_CONFIG, msg)
+}
+
+/// Resolves networks against a config and a cluster source.
+#[derive(Clone, Copy)]
+pub struct Resolver<'a> {
+    /// The plexus config.
+    pub conf: &'a PlexusConf,
+    /// NADs (and pods), when there is a source.
+    pub cluster: Option<&'a dyn Cluster>,
+}
+
+impl std::fmt::Debug for Resolver<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver").finish_non_exhaustive()
+    }
+}
+
+impl Resolver<'_> {
+    /// The NAD source, if there is one that holds NADs.
+    fn nads(&self) -> Option<&dyn Cluster> {
+        self.cluster.filter(|c| c.has_nads())
+    }
+
+    /// A network named in the config (`clusterNetwork`, `defaultNetworks`):
+    /// a NAD in `multusNamespace`, then files (Multus C6).
+    ///
+    /// # Errors
+    /// Code 7 when nothing matches; the cluster's error when it is
+    /// unreachable.
+    pub fn config_network(&self, name: &str) -> Result<(String, NetworkConfigList), CniError> {
+        let ns = &self.conf.multus_namespace;
+        let is_object_name = selection::parse(name).is_ok_and(|s| s.len() == 1);
+        if let Some(cluster) = self.nads().filter(|_| is_object_name)
+            && let Some(nad) = cluster.nad(ns, name)?
+        {
+            return Ok((nad.display(), nad.network(self.conf.conf_dir())?));
+        }
+        match self.conf.network_from_files(name)? {
+            Some(list) => Ok((list.name.clone(), list)),
+            None => Err(invalid(format!(
+                "network {name:?} is not a network attachment definition in {ns}, \
+                 a network in {}, nor a config file or directory",
+                self.conf.conf_dir().display()
+            ))),
+        }
+    }
+
+    /// The cluster network from the config: `clusterNetwork`, else
+    /// `delegates[0]`.
+    ///
+    /// # Errors
+    /// As [`Resolver::config_network`].
+    pub fn cluster_network(&self) -> Result<(String, NetworkConfigList), CniError> {
+        match &self.conf.cluster_network {
+            Some(name) => self.config_network(name),
+            None => {
+                let list = self.conf.first_delegate()?;
+                Ok((list.name.clone(), list))
+            }
+        }
+    }
+
+    /// The NAD a selection names, checked against namespace isolation.
+    fn selected_network(
+        &self,
+        pod_ns: &str,
+        sel: &NetworkSelection,
+        default_ns: &str,
+    ) -> Result<(String, NetworkConfigList), CniError> {
+        let ns = sel.namespace.as_deref().unwrap_or(default_ns);
+        if !self.conf.namespace_allowed(pod_ns, ns) {
+            return Err(invalid(format!(
+                "namespace isolation: a pod in {pod_ns:?} may not use network {ns}/{} \
+                 (allowed: its own namespace and {:?})",
+                sel.name, self.conf.global_namespaces
+            )));
+        }
+        match self.nads() {
+            Some(cluster) => {
+                let nad = cluster.nad(ns, &sel.name)?.ok_or_else(|| {
+                    invalid(format!(
+                        "network attachment definition {ns}/{} not found",
+                        sel.name
+                    ))
+                })?;
+                Ok((nad.display(), nad.network(self.conf.conf_dir())?))
+            }
+            // No NAD source at all: the name is looked up on disk, as the
+            // spec does for a NAD with an empty spec.
+            None => NetworkConfigList::find_in_dir(self.conf.conf_dir(), &sel.name)
+                .ok()
+                .flatten()
+                .map(|l| (format!("{ns}/{}", sel.name), l))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "network {ns}/{} not found in {}",
+                        sel.name,
+                        self.conf.conf_dir().display()
+                    ))
+                }),
+        }
+    }
+
+    /// The primary network: the pod's default-network annotation when set,
+    /// else the configured cluster network.
+    fn primary(
+        &self,
+        pod: Option<PodContext<'_>>,
+    ) -> Result<(String, NetworkConfigList), CniError> {
+        let Some(ctx) = pod else {
+            return self.cluster_network();
+        };
+        let Some(text) = ctx.info.annotations.get(DEFAULT_NETWORK_ANNOTATION) else {
+            return self.cluster_network();
+        };
+        let sels = selection::parse(text)
+            .map_err(|e| e.with_details(format!("{DEFAULT_NETWORK_ANNOTATION}: {text:?}")))?;
+        let [sel] = sels.as_slice() else {
+            return Err(invalid(format!(
+                "{DEFAULT_NETWORK_ANNOTATION} must name exactly one network, not {}",
+                sels.len()
+            )));
+        };
+        self.selected_network(&ctx.pod.namespace, sel, &self.conf.multus_namespace)
+    }
+
+    /// Every attachment of the pod, in ADD order.
+    ///
+    /// With `strict` (ADD), the first network that cannot be resolved fails
+    /// the whole plan. Without it (DEL rebuilding a lost cache), such
+    /// networks are left out and named in the second list, and the others
+    /// keep the interface names they had at ADD.
+    ///
+    /// # Errors
+    /// A bad annotation (6/7), a missing or forbidden NAD (7), an
+    /// undeclared capability (7), or an unreachable API server (11).
+    pub fn plan(
+        &self,
+        pod: Option<PodContext<'_>>,
+        primary_ifname: &str,
+        runtime_config: &Map<String, Value>,
+        strict: bool,
+    ) -> Result<(Vec<Planned>, Vec<String>), CniError> {
+        let mut skipped = Vec::new();
+        let (network, list) = self.primary(pod)?;
+        let mut out = vec![Planned {
+            network,
+            list,
+            ifname: primary_ifname.to_owned(),
+            default: true,
+            capability_args: runtime_config.clone(),
+            default_route: None,
+        }];
+
+        let system = pod.is_some_and(|c| self.conf.system_namespaces.contains(&c.pod.namespace));
+        let defaults: Vec<&String> = if system {
+            Vec::new()
+        } else {
+            self.conf.default_networks.iter().collect()
+        };
+        let annotated = match pod.and_then(|c| c.info.annotations.get(NETWORKS_ANNOTATION)) {
+            Some(text) => selection::parse(text)?,
+            None => Vec::new(),
+        };
+        // Names for every entry first, so that a network left out below
+        // does not shift the names of the ones after it.
+        let placeholders: Vec<NetworkSelection> = defaults
+            .iter()
+            .map(|_| NetworkSelection::default())
+            .chain(annotated.iter().cloned())
+            .collect();
+        let ifnames = selection::interface_names(&placeholders, primary_ifname, 1)?;
+        let mut ifnames = ifnames.into_iter();
+
+        for name in defaults {
+            let ifname = ifnames.next().expect("one name per network");
+            match self.config_network(name) {
+                Ok((network, list)) => out.push(Planned {
+                    network,
+                    list,
+                    ifname,
+                    default: false,
+                    capability_args: Map::new(),
+                    default_route: None,
+                }),
+                Err(e) if !strict && e.code != code::TRY_AGAIN_LATER => {
+                    skipped.push(format!("{name} ({ifname}): {}", e.msg));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let pod_ns = pod.map_or("default", |c| c.pod.namespace.as_str());
+        for sel in &annotated {
+            let ifname = ifnames.next().expect("one name per network");
+            let resolved = self
+                .selected_network(pod_ns, sel, pod_ns)
+                .and_then(|(network, list)| attachment(network, list, sel, ifname.clone()));
+            match resolved {
+                Ok(p) => out.push(p),
+                Err(e) if !strict && e.code != code::TRY_AGAIN_LATER => {
+                    skipped.push(format!("{} ({ifname}): {}", sel.name, e.msg));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((out, skipped))
+    }
+}
+
+/// The per-attachment runtimeConfig a selection asks for (spec §4.1.2).
+fn requested_capabilities(sel: &NetworkSelection) -> Map<String, Value> {
+    let mut m = Map::new();
+    if !sel.ips.is_empty() {
+        m.insert("ips".into(), sel.ips.clone().into());
+    }
+    if let Some(mac) = &sel.mac {
+        m.insert("mac".into(), mac.clone().into());
+    }
+    if let Some(p) = &sel.port_mappings {
+        m.insert("portMappings".into(), p.clone());
+    }
+    if let Some(b) = &sel.bandwidth {
+        m.insert("bandwidth".into(), b.clone());
+    }
+    if let Some(g) = &sel.infiniband_guid {
+        m.insert("infinibandGUID".into(), g.clone().into());
+    }
+    if let Some(d) = &sel.device_id {
+        m.insert("deviceID".into(), d.clone().into());
+    }
+    m
+}
+
+/// Builds one annotation attachment: `cni-args` merged into every plugin's
+/// `args.cni` (annotation values win), and every requested runtimeConfig key
+/// declared by some plugin of the network: the spec's MUST, which Multus
+/// skips (libcni then drops the value without a word).
+fn attachment(
+    network: String,
+    list: NetworkConfigList,
+    sel: &NetworkSelection,
+    ifname: String,
+) -> Result<Planned, CniError> {
+    let caps = requested_capabilities(sel);
+    for key in caps.keys() {
+        if !list
+            .plugins
+            .iter()
+            .any(|p| p.capabilities().any(|c| c == key))
+        {
+            return Err(invalid(format!(
+                "network {network}: the pod asks for {key:?} but no plugin of {:?} \
+                 declares the capability {key:?}",
+                list.name
+            )));
+        }
+    }
+    let list = match &sel.cni_args {
+        Some(args) if !args.is_empty() => inject_cni_args(&list, args)?,
+        _ => list,
+    };
+    Ok(Planned {
+        network,
+        list,
+        ifname,
+        default: false,
+        capability_args: caps,
+        default_route: sel.default_route.clone(),
+    })
+}
+
+/// Merges `args` into `args.cni` of every plugin (CONVENTIONS.md "args in
+/// network config"; Multus M31).
+fn inject_cni_args(
+    list: &NetworkConfigList,
+    args: &Map<String, Value>,
+) -> Result<NetworkConfigList, CniError> {
+    let mut value = list_to_value(list);
+    for plugin in value["plugins"].as_array_mut().into_iter().flatten() {
+        let Value::Object(p) = plugin else { continue };
+        let top = p.entry("args").or_insert_with(|| Value::Object(Map::new()));
+        if !top.is_object() {
+            *top = Value::Object(Map::new());
+        }
+        let cni = top
+            .as_object_mut()
+            .expect("object")
+            .entry("cni")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !cni.is_object() {
+            *cni = Value::Object(Map::new());
+        }
+        let cni = cni.as_object_mut().expect("object");
+        for (k, v) in args {
+            cni.insert(k.clone(), v.clone());
+        }
+    }
+    NetworkConfigList::from_value(value).map_err(CniError::from)
+}
