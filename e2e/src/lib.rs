@@ -4,6 +4,8 @@
 //! The tests run our binaries the way a runtime does (environment + stdin,
 //! or through libcni itself), never by calling library functions.
 
+pub mod meta;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -210,9 +210,12 @@ impl Cluster for Standalone {
 }
 
 /// How often a request is tried before giving up, and the first pause
-/// between tries (doubled each time): about 2.5 s in all, as Multus' GetPod.
+/// between tries (doubled each time): about 2.5 s of pauses, as Multus'
+/// GetPod. No new try starts after [`BUDGET`], so a hung server costs one
+/// CNI call seconds, not minutes.
 const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(150);
+const BUDGET: Duration = Duration::from_secs(10);
 
 /// The API server, through the `kube` crate on a single-threaded runtime
 /// (plexus is a short-lived process; nothing here outlives one CNI call).
@@ -264,9 +267,9 @@ impl KubeCluster {
             None => Config::incluster()
                 .map_err(|e| ClusterError::Config(format!("in-cluster config: {e}")))?,
         };
-        config.connect_timeout = Some(Duration::from_secs(5));
-        config.read_timeout = Some(Duration::from_secs(10));
-        config.write_timeout = Some(Duration::from_secs(10));
+        config.connect_timeout = Some(Duration::from_secs(2));
+        config.read_timeout = Some(Duration::from_secs(5));
+        config.write_timeout = Some(Duration::from_secs(5));
         let client = {
             let _guard = rt.enter();
             Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?
@@ -282,7 +285,13 @@ impl KubeCluster {
     {
         let mut pause = FIRST_BACKOFF;
         let mut last = String::new();
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
         for attempt in 1..=ATTEMPTS {
+            if started.elapsed() > BUDGET {
+                break;
+            }
+            attempts = attempt;
             match self.rt.block_on(op()) {
                 Ok(v) => return Ok(v),
                 Err(e) if transient(&e) => {
@@ -302,7 +311,7 @@ impl KubeCluster {
             }
         }
         Err(ClusterError::Unreachable {
-            attempts: ATTEMPTS,
+            attempts,
             last: format!("{what}: {last}"),
         })
     }

@@ -3,6 +3,7 @@
 //! - [`netns`]: throwaway named network namespaces (`/run/netns/<name>`).
 //! - [`sysfs`]: fake sysfs trees for SR-IOV device discovery tests.
 //! - [`vf`]: "emulated VFs", veth pairs registered as VF netdevs in a fake sysfs.
+//! - [`apiserver`]: a Kubernetes API server stand-in over real HTTP.
 //!
 //! Only for tests: the real-kernel parts assume root and a kernel with
 //! network namespaces and veth, and helpers meant for assertions panic with
@@ -23,10 +24,12 @@
 //! // Dropping `pod`, `host` and `sysfs` removes everything.
 //! ```
 
+pub mod apiserver;
 pub mod netns;
 pub mod sysfs;
 pub mod vf;
 
+pub use apiserver::FakeApiServer;
 pub use netns::{NetNs, netns_exists};
 pub use sysfs::{FakeSysfs, NetdevSpec, PciDev, PfSpec, RepresentorSpec, VfSpec};
 pub use vf::{EmulatedVf, EmulatedVfSpec};

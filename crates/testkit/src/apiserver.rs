@@ -1,0 +1,371 @@
+//! A Kubernetes API server stand-in: real HTTP, the real API paths and JSON,
+//! for the few requests a CNI plugin makes. Tests point a real kubeconfig at
+//! it (see [`FakeApiServer::write_kubeconfig`]) and the plugin's own client
+//! (the `kube` crate) talks to it unchanged.
+//!
+//! Serves, from objects the test puts in:
+//! - `GET /api/v1/namespaces/{ns}/pods/{name}`
+//! - `PATCH /api/v1/namespaces/{ns}/pods/{name}/status` with
+//!   `application/merge-patch+json` (RFC 7386 applied to the stored pod)
+//! - `GET /apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}`
+//!
+//! Unknown objects are a 404 `Status`, other paths a 404 too, and every
+//! request is recorded. [`FakeApiServer::fail_next`] makes the next
+//! requests answer with an error code (409 to exercise conflict retries,
+//! 503 for an overloaded server); [`FakeApiServer::stop`] takes it off the
+//! network so clients see "connection refused", like a server that is down.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// One request the server saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// `GET`, `PATCH`, ...
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The `Content-Type` header.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pods: BTreeMap<(String, String), Value>,
+    nads: BTreeMap<(String, String), Value>,
+    failures: VecDeque<(Option<String>, u16)>,
+    log: Vec<Recorded>,
+}
+
+/// The stand-in; stops when dropped.
+pub struct FakeApiServer {
+    url: String,
+    state: Arc<Mutex<State>>,
+    server: Option<Arc<tiny_http::Server>>,
+    listen_fd: RawFd,
+    stopped: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FakeApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeApiServer")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("object");
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+impl FakeApiServer {
+    /// Starts on a free loopback port.
+    ///
+    /// # Panics
+    /// When no port can be bound.
+    #[must_use]
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("bound address").port();
+        let listen_fd = listener.as_raw_fd();
+        let server = Arc::new(
+            tiny_http::Server::from_listener(listener, None).expect("serve on the listener"),
+        );
+        let state = Arc::new(Mutex::new(State::default()));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (server, state, stopped) = (server.clone(), state.clone(), stopped.clone());
+            std::thread::spawn(move || {
+                while !stopped.load(Ordering::SeqCst) {
+                    match server.recv_timeout(Duration::from_millis(50)) {
+                        Ok(Some(req)) => handle(&state, req),
+                        Ok(None) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            state,
+            server: Some(server),
+            listen_fd,
+            stopped,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Writes a kubeconfig for this server (no TLS, no credentials).
+    ///
+    /// # Panics
+    /// When the file cannot be written.
+    pub fn write_kubeconfig(&self, path: &Path) {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             users:\n- name: plexus\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    \
+             cluster: fake\n    user: plexus\ncurrent-context: fake\n",
+            self.url
+        );
+        std::fs::write(path, text).expect("write kubeconfig");
+    }
+
+    /// Adds (or replaces) a pod with these annotations; returns its UID.
+    pub fn add_pod(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
+        let uid = format!("uid-{namespace}-{name}-{}", std::process::id());
+        let ann: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+            .collect();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid,
+                         "resourceVersion": "1", "annotations": ann},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            "status": {"phase": "Pending"}});
+        self.lock()
+            .pods
+            .insert((namespace.to_owned(), name.to_owned()), pod);
+        uid
+    }
+
+    /// Adds a NetworkAttachmentDefinition; `config` is `spec.config` (`None`
+    /// for an object without `spec`).
+    pub fn add_nad(&self, namespace: &str, name: &str, config: Option<&str>) {
+        let mut nad = json!({"apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"}});
+        if let Some(c) = config {
+            nad["spec"] = json!({"config": c});
+        }
+        self.lock()
+            .nads
+            .insert((namespace.to_owned(), name.to_owned()), nad);
+    }
+
+    /// A pod's annotation, as last written.
+    #[must_use]
+    pub fn pod_annotation(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
+        self.lock()
+            .pods
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .and_then(|p| {
+                p["metadata"]["annotations"][key]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+    }
+
+    /// The next `codes.len()` requests fail with these HTTP codes, in order.
+    pub fn fail_next(&self, codes: &[u16]) {
+        self.lock()
+            .failures
+            .extend(codes.iter().map(|c| (None, *c)));
+    }
+
+    /// The next `codes.len()` requests with this method (`"PATCH"`) fail
+    /// with these HTTP codes, in order; other requests are served.
+    pub fn fail_next_method(&self, method: &str, codes: &[u16]) {
+        self.lock()
+            .failures
+            .extend(codes.iter().map(|c| (Some(method.to_owned()), *c)));
+    }
+
+    /// Every request so far.
+    #[must_use]
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().log.clone()
+    }
+
+    /// Stops serving and closes the listener: clients now get "connection
+    /// refused".
+    pub fn stop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(server) = self.server.take() {
+            // Linux: shutdown() of a listening socket wakes tiny_http's
+            // blocked accept() and refuses new connections at once, so a
+            // client sees "connection refused", not a hang.
+            // SAFETY: the fd is the listener tiny_http still owns (it is
+            // closed only when `server` drops below).
+            unsafe {
+                libc::shutdown(self.listen_fd, libc::SHUT_RDWR);
+            }
+            server.unblock();
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+            // The last reference: dropping it closes the listening socket.
+            drop(server);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("fake API state")
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn handle(state: &Mutex<State>, mut req: tiny_http::Request) {
+    let mut body = String::new();
+    let _ = req.as_reader().read_to_string(&mut body);
+    let method = req.method().as_str().to_owned();
+    let path = req.url().split('?').next().unwrap_or_default().to_owned();
+    let content_type = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Type"))
+        .map(|h| h.value.as_str().to_owned());
+    let (code, reply) = {
+        let mut st = state.lock().expect("fake API state");
+        st.log.push(Recorded {
+            method: method.clone(),
+            path: path.clone(),
+            content_type: content_type.clone(),
+            body: body.clone(),
+        });
+        let inject = st
+            .failures
+            .iter()
+            .position(|(m, _)| m.as_deref().is_none_or(|m| m == method));
+        if let Some(code) = inject.and_then(|i| st.failures.remove(i)).map(|(_, c)| c) {
+            let reason = if code == 409 {
+                "Conflict"
+            } else {
+                "ServiceUnavailable"
+            };
+            (code, status(code, reason, "injected failure"))
+        } else {
+            route(&mut st, &method, &path, content_type.as_deref(), &body)
+        }
+    };
+    let header =
+        tiny_http::Header::from_bytes("Content-Type", "application/json").expect("valid header");
+    let _ = req.respond(
+        tiny_http::Response::from_string(reply.to_string())
+            .with_status_code(code)
+            .with_header(header),
+    );
+}
+
+fn route(
+    st: &mut State,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, parts.as_slice()) {
+        ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => {
+            match st.pods.get(&((*ns).to_owned(), (*name).to_owned())) {
+                Some(p) => (200, p.clone()),
+                None => (
+                    404,
+                    status(404, "NotFound", &format!("pods \"{name}\" not found")),
+                ),
+            }
+        }
+        ("PATCH", ["api", "v1", "namespaces", ns, "pods", name, "status"]) => {
+            if content_type != Some("application/merge-patch+json") {
+                return (
+                    415,
+                    status(415, "UnsupportedMediaType", "expected a merge patch"),
+                );
+            }
+            let Ok(patch) = serde_json::from_str::<Value>(body) else {
+                return (400, status(400, "BadRequest", "patch is not JSON"));
+            };
+            match st.pods.get_mut(&((*ns).to_owned(), (*name).to_owned())) {
+                Some(p) => {
+                    merge_patch(p, &patch);
+                    (200, p.clone())
+                }
+                None => (
+                    404,
+                    status(404, "NotFound", &format!("pods \"{name}\" not found")),
+                ),
+            }
+        }
+        (
+            "GET",
+            [
+                "apis",
+                "k8s.cni.cncf.io",
+                "v1",
+                "namespaces",
+                ns,
+                "network-attachment-definitions",
+                name,
+            ],
+        ) => match st.nads.get(&((*ns).to_owned(), (*name).to_owned())) {
+            Some(n) => (200, n.clone()),
+            None => (
+                404,
+                status(
+                    404,
+                    "NotFound",
+                    &format!("network-attachment-definitions.k8s.cni.cncf.io \"{name}\" not found"),
+                ),
+            ),
+        },
+        _ => (
+            404,
+            status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_rfc7386() {
+        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
+    }
+}

@@ -1,0 +1,474 @@
+//! A small world for black-box `plexus` tests: a throwaway "host" network
+//! namespace with a macvlan master, a confDir with the cluster network
+//! (`ptp` + `host-local`), a set of NADs served either from a standalone
+//! directory or from the API server stand-in, and pods (network namespaces)
+//! driven through the built `plexus` binary exactly as a runtime would.
+//!
+//! Every path lives in one temp dir; every link in the host or pod
+//! namespaces, which go away on drop.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use plexus_testkit::{FakeApiServer, NetNs};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::{REFERENCE_PLUGINS, bin};
+
+/// Where NADs and the pod's annotations come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// No API server: a NAD directory and `CNI_ARGS`.
+    Standalone,
+    /// The API server stand-in, through a kubeconfig.
+    Api,
+}
+
+/// The macvlan master in the host namespace.
+pub const MASTER: &str = "mv0";
+
+/// The NADs every world has, as `(name, spec.config)`; `None` = empty spec.
+fn nads(data: &Path) -> Vec<(&'static str, Option<Value>)> {
+    let ipam = |subnet: &str| json!({"type": "host-local", "dataDir": data, "ranges": [[{"subnet": subnet}]]});
+    vec![
+        // Multus' e2e NAD: macvlan + static IPAM, then tuning for the MAC.
+        (
+            "macvlan-static",
+            Some(json!({"cniVersion": "1.0.0", "plugins": [
+                {"type": "macvlan", "master": MASTER, "mode": "bridge",
+                 "ipam": {"type": "static"}, "capabilities": {"ips": true}},
+                {"type": "tuning", "capabilities": {"mac": true}}]})),
+        ),
+        (
+            "macvlan-dyn",
+            Some(
+                json!({"cniVersion": "0.4.0", "type": "macvlan", "master": MASTER,
+                "mode": "bridge", "ipam": ipam("10.77.1.0/24")}),
+            ),
+        ),
+        (
+            "bridge-net",
+            Some(
+                json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "plxbr0",
+                "ipam": ipam("10.77.2.0/24")}),
+            ),
+        ),
+        // No capabilities: asking it for static IPs must fail.
+        (
+            "no-caps",
+            Some(
+                json!({"cniVersion": "1.0.0", "type": "macvlan", "master": MASTER,
+                "ipam": {"type": "static"}}),
+            ),
+        ),
+        // Fails at ADD (the "bridge" is the macvlan master, a veth), while
+        // its DEL works: the failure a rollback must clean up after.
+        (
+            "broken",
+            Some(
+                json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": MASTER,
+                "ipam": ipam("10.77.9.0/24")}),
+            ),
+        ),
+        ("evil", Some(json!({"cniVersion": "1.0.0", "type": "../x"}))),
+        // Empty spec: the config is the file of that name in confDir.
+        ("from-file", None),
+    ]
+}
+
+/// The world.
+#[derive(Debug)]
+pub struct World {
+    /// Where plexus and the delegates run.
+    pub host: NetNs,
+    /// All state.
+    pub tmp: TempDir,
+    /// Standalone or API.
+    pub source: Source,
+    /// The stand-in, in API mode.
+    pub api: Option<FakeApiServer>,
+    /// plexus' config (the stdin of every call).
+    pub conf: Value,
+}
+
+/// A pod: its namespace and identity.
+#[derive(Debug)]
+pub struct Pod {
+    /// Its network namespace.
+    pub netns: NetNs,
+    /// `K8S_POD_NAMESPACE`.
+    pub namespace: String,
+    /// `K8S_POD_NAME`.
+    pub name: String,
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `K8S_POD_UID`.
+    pub uid: String,
+    /// The networks annotation (standalone mode passes it in `CNI_ARGS`).
+    pub networks: Option<String>,
+    /// The default-network annotation.
+    pub default_network: Option<String>,
+}
+
+impl World {
+    /// Builds the world.
+    ///
+    /// # Panics
+    /// When any part of it cannot be set up.
+    #[must_use]
+    pub fn new(source: Source) -> Self {
+        let host = NetNs::with_prefix("mc-host").expect("host netns");
+        host.sh(
+            "ip",
+            &[
+                "link", "add", MASTER, "type", "veth", "peer", "name", "mv0peer",
+            ],
+        );
+        host.sh("ip", &["link", "set", MASTER, "up"]);
+        host.sh("ip", &["link", "set", "mv0peer", "up"]);
+        host.sh("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data = tmp.path().join("ipam");
+        let conf_dir = tmp.path().join("net.d");
+        fs::create_dir_all(&conf_dir).unwrap();
+        fs::write(
+            conf_dir.join("10-pod-network.conflist"),
+            json!({"cniVersion": "1.0.0", "name": "pod-network", "plugins": [
+                {"type": "ptp", "ipam": {"type": "host-local", "dataDir": data,
+                    "ranges": [[{"subnet": "10.77.0.0/24"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}]}},
+                {"type": "portmap", "capabilities": {"portMappings": true}}]})
+            .to_string(),
+        )
+        .unwrap();
+        fs::write(
+            conf_dir.join("20-from-file.conflist"),
+            json!({"cniVersion": "1.0.0", "name": "from-file", "plugins": [
+                {"type": "macvlan", "master": MASTER, "mode": "bridge",
+                 "ipam": {"type": "host-local", "dataDir": data, "ranges": [[{"subnet": "10.77.3.0/24"}]]}}]})
+            .to_string(),
+        )
+        .unwrap();
+        let mut conf = json!({
+            "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
+            "clusterNetwork": "pod-network",
+            "confDir": conf_dir,
+            "cniDir": tmp.path().join("cache"),
+            "logLevel": "debug", "logToStderr": true,
+        });
+        let mut api = None;
+        match source {
+            Source::Standalone => {
+                let nad_dir = tmp.path().join("nads");
+                fs::create_dir_all(&nad_dir).unwrap();
+                for (name, config) in nads(&data) {
+                    let mut obj = json!({"apiVersion": "k8s.cni.cncf.io/v1",
+                        "kind": "NetworkAttachmentDefinition",
+                        "metadata": {"name": name, "namespace": "default"}});
+                    if let Some(c) = config {
+                        obj["spec"] = json!({"config": c.to_string()});
+                    }
+                    fs::write(nad_dir.join(format!("{name}.json")), obj.to_string()).unwrap();
+                }
+                conf["nadDir"] = json!(nad_dir);
+                conf["statusDir"] = json!(tmp.path().join("status"));
+            }
+            Source::Api => {
+                // Listening inside the host namespace, where plexus runs.
+                let server = host.run(FakeApiServer::start);
+                for (name, config) in nads(&data) {
+                    server.add_nad("default", name, config.map(|c| c.to_string()).as_deref());
+                }
+                let kc = tmp.path().join("kubeconfig");
+                server.write_kubeconfig(&kc);
+                conf["kubeconfig"] = json!(kc);
+                api = Some(server);
+            }
+        }
+        Self {
+            host,
+            tmp,
+            source,
+            api,
+            conf,
+        }
+    }
+
+    /// Adds a NAD in either mode.
+    ///
+    /// # Panics
+    /// When the file cannot be written.
+    pub fn add_nad(&self, namespace: &str, name: &str, config: &Value) {
+        match &self.api {
+            Some(api) => api.add_nad(namespace, name, Some(&config.to_string())),
+            None => {
+                let obj = json!({"apiVersion": "k8s.cni.cncf.io/v1",
+                    "kind": "NetworkAttachmentDefinition",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": {"config": config.to_string()}});
+                fs::write(
+                    self.tmp
+                        .path()
+                        .join("nads")
+                        .join(format!("{namespace}-{name}.json")),
+                    obj.to_string(),
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    /// A host-local IPAM section in this world's data dir.
+    #[must_use]
+    pub fn ipam(&self, subnet: &str) -> Value {
+        json!({"type": "host-local", "dataDir": self.tmp.path().join("ipam"),
+               "ranges": [[{"subnet": subnet}]]})
+    }
+
+    /// Starts a new API server stand-in in the host namespace (the old one
+    /// stays as it is) and points the kubeconfig at it.
+    #[must_use]
+    pub fn restart_api(&self) -> FakeApiServer {
+        let server = self.host.run(FakeApiServer::start);
+        server.write_kubeconfig(&self.tmp.path().join("kubeconfig"));
+        server
+    }
+
+    /// The stand-in (API mode only).
+    ///
+    /// # Panics
+    /// In standalone mode.
+    #[must_use]
+    pub fn api(&self) -> &FakeApiServer {
+        self.api.as_ref().expect("API mode")
+    }
+
+    /// A new pod in namespace `default` with this networks annotation.
+    ///
+    /// # Panics
+    /// When its namespace cannot be made.
+    #[must_use]
+    pub fn pod(&self, name: &str, networks: Option<&str>) -> Pod {
+        self.pod_in("default", name, networks, None)
+    }
+
+    /// A new pod with both annotations.
+    ///
+    /// # Panics
+    /// When its namespace cannot be made.
+    #[must_use]
+    pub fn pod_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        networks: Option<&str>,
+        default_network: Option<&str>,
+    ) -> Pod {
+        let netns = NetNs::with_prefix("mc-pod").expect("pod netns");
+        let mut ann = Vec::new();
+        if let Some(n) = networks {
+            ann.push(("k8s.v1.cni.cncf.io/networks", n));
+        }
+        if let Some(d) = default_network {
+            ann.push(("v1.multus-cni.io/default-network", d));
+        }
+        let uid = match &self.api {
+            Some(api) => api.add_pod(namespace, name, &ann),
+            None => format!("uid-{name}"),
+        };
+        Pod {
+            container_id: format!("ctr-{name}-{}", netns.name()),
+            netns,
+            namespace: namespace.into(),
+            name: name.into(),
+            uid,
+            networks: networks.map(str::to_owned),
+            default_network: default_network.map(str::to_owned),
+        }
+    }
+
+    /// Runs `plexus` for `pod` with `command`, as a runtime would.
+    ///
+    /// # Panics
+    /// When it cannot be started.
+    #[must_use]
+    pub fn cni(&self, command: &str, pod: &Pod) -> Output {
+        self.cni_with(command, pod, &self.conf, Some(pod.netns.path()))
+    }
+
+    /// [`World::cni`] with another config or netns path.
+    ///
+    /// # Panics
+    /// When it cannot be started.
+    #[must_use]
+    pub fn cni_with(&self, command: &str, pod: &Pod, conf: &Value, netns: Option<&Path>) -> Output {
+        let mut args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
+            pod.namespace, pod.name, pod.container_id, pod.uid
+        );
+        if self.source == Source::Standalone {
+            if let Some(n) = &pod.networks {
+                args.push_str(&format!(";K8S_ANNOTATION_NETWORKS={n}"));
+            }
+            if let Some(d) = &pod.default_network {
+                args.push_str(&format!(";K8S_ANNOTATION_DEFAULT_NETWORK={d}"));
+            }
+        }
+        let mut cmd = self.host.command(bin("plexus")).expect("host netns");
+        cmd.env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", &pod.container_id)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", REFERENCE_PLUGINS)
+            .env("CNI_ARGS", args)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(ns) = netns {
+            cmd.env("CNI_NETNS", ns);
+        }
+        let mut child = cmd.spawn().expect("spawn plexus");
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf.to_string().as_bytes());
+        child.wait_with_output().expect("plexus output")
+    }
+
+    /// `ADD`, insisting on success; returns the result JSON.
+    ///
+    /// # Panics
+    /// When ADD fails.
+    pub fn add(&self, pod: &Pod) -> Value {
+        let out = self.cni("ADD", pod);
+        assert!(
+            out.status.success(),
+            "ADD {} failed: {}",
+            pod.name,
+            describe(&out)
+        );
+        serde_json::from_slice(&out.stdout).expect("result JSON")
+    }
+
+    /// `DEL`, insisting on success.
+    ///
+    /// # Panics
+    /// When DEL fails.
+    pub fn del(&self, pod: &Pod) {
+        let out = self.cni("DEL", pod);
+        assert!(
+            out.status.success(),
+            "DEL {} failed: {}",
+            pod.name,
+            describe(&out)
+        );
+    }
+
+    /// The pod's network-status, from the API server or the status file.
+    #[must_use]
+    pub fn status(&self, pod: &Pod) -> Option<Value> {
+        let text = match &self.api {
+            Some(api) => api.pod_annotation(
+                &pod.namespace,
+                &pod.name,
+                "k8s.v1.cni.cncf.io/network-status",
+            ),
+            None => fs::read_to_string(
+                self.tmp
+                    .path()
+                    .join("status")
+                    .join(format!("{}.json", pod.container_id)),
+            )
+            .ok(),
+        }?;
+        Some(serde_json::from_str(&text).expect("network-status is JSON"))
+    }
+
+    /// Files left in the plexus cache directory.
+    #[must_use]
+    pub fn cache_files(&self) -> Vec<PathBuf> {
+        files(&self.tmp.path().join("cache"))
+    }
+
+    /// Lease files of every host-local network (IPs only, not the
+    /// `last_reserved_ip` bookkeeping or the lock).
+    #[must_use]
+    pub fn leases(&self) -> Vec<PathBuf> {
+        let Ok(nets) = fs::read_dir(self.tmp.path().join("ipam")) else {
+            return Vec::new();
+        };
+        nets.filter_map(Result::ok)
+            .flat_map(|n| files(&n.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
+            })
+            .collect()
+    }
+
+    /// Links in the host namespace besides `lo` and the macvlan master pair.
+    #[must_use]
+    pub fn host_links(&self) -> Vec<String> {
+        self.host
+            .links()
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+            .filter(|n| !matches!(n.as_str(), "lo" | MASTER | "mv0peer" | "plxbr0"))
+            .collect()
+    }
+}
+
+/// Links in a pod besides `lo`.
+#[must_use]
+pub fn pod_links(pod: &Pod) -> Vec<String> {
+    pod.netns
+        .links()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .filter(|n| n != "lo")
+        .collect()
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(d) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = d.filter_map(Result::ok).map(|e| e.path()).collect();
+    v.sort();
+    v
+}
+
+/// Status, stdout and stderr of a run, for assertion messages.
+#[must_use]
+pub fn describe(out: &Output) -> String {
+    format!(
+        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The CNI error a failed run printed.
+///
+/// # Panics
+/// When the run succeeded or stdout is not a CNI error.
+#[must_use]
+pub fn cni_error(out: &Output) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a CNI error: {}",
+        describe(out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("CNI error JSON on stdout ({e}): {}", describe(out)));
+    assert!(v["code"].is_u64(), "{v}");
+    v
+}

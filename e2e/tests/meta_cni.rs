@@ -1,0 +1,460 @@
+//! `plexus` end to end with the reference plugins, in throwaway namespaces:
+//! every scenario runs twice, with NADs and annotations from the API server
+//! stand-in (real HTTP, kube client) and in standalone mode (NAD directory,
+//! `CNI_ARGS`).
+//!
+//! What is asserted is what a user checks: interfaces and addresses in the
+//! pod, pings, routes, the network-status, and after DEL no interface, no
+//! lease file and no cache entry.
+
+use std::os::unix::fs::MetadataExt;
+
+use plexus_e2e::meta::{Pod, Source, World, cni_error, describe, pod_links};
+use serde_json::{Value, json};
+
+/// Runs a scenario in both modes.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod standalone {
+            $(#[test] fn $name() { super::$name(super::Source::Standalone) })*
+        }
+        mod api {
+            $(#[test] fn $name() { super::$name(super::Source::Api) })*
+        }
+    };
+}
+
+both!(
+    attachments_ping_status_and_clean_del,
+    check_fails_after_an_interface_is_deleted,
+    default_route_moves_to_the_chosen_network,
+    del_after_the_netns_is_gone,
+    failing_third_delegate_leaves_nothing,
+    bad_input_gets_the_right_code_and_touches_nothing,
+    namespace_isolation_covers_both_annotations,
+    default_network_annotation_replaces_eth0,
+    del_without_cache_rebuilds_from_the_pod,
+);
+
+fn ping(from: &Pod, to: &str) {
+    let out = from
+        .netns
+        .exec("ping", &["-c", "1", "-W", "2", to])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ping {to} from {}: {}",
+        from.name,
+        describe(&out)
+    );
+}
+
+fn ipv4(pod: &Pod, ifname: &str) -> String {
+    let addrs = pod.netns.addrs(ifname);
+    let a = addrs
+        .iter()
+        .find(|a| a.contains('.'))
+        .unwrap_or_else(|| panic!("{ifname} of {} has no IPv4: {addrs:?}", pod.name));
+    a.split('/').next().unwrap().to_owned()
+}
+
+fn assert_clean(w: &World, pods: &[&Pod]) {
+    for p in pods {
+        assert!(pod_links(p).is_empty(), "{}: {:?}", p.name, pod_links(p));
+    }
+    assert!(w.leases().is_empty(), "leases left: {:?}", w.leases());
+    assert!(
+        w.cache_files().is_empty(),
+        "cache left: {:?}",
+        w.cache_files()
+    );
+    assert!(
+        w.host_links().is_empty(),
+        "host links left: {:?}",
+        w.host_links()
+    );
+}
+
+fn attachments_ping_status_and_clean_del(src: Source) {
+    let w = World::new(src);
+    let a = w.pod(
+        "a",
+        Some(
+            r#"[{"name": "macvlan-static", "ips": ["10.77.5.11/24"], "mac": "02:00:00:77:05:11"},
+                 {"name": "bridge-net", "interface": "data0"}]"#,
+        ),
+    );
+    let b = w.pod(
+        "b",
+        Some(r#"[{"name": "macvlan-static", "namespace": "default", "ips": ["10.77.5.12/24"]}]"#),
+    );
+    // The text form, and a NAD whose config is a file in confDir.
+    let c = w.pod("c", Some("macvlan-dyn, default/from-file@ff0"));
+
+    let result = w.add(&a);
+    w.add(&b);
+    w.add(&c);
+    assert_eq!(result["cniVersion"], "1.0.0");
+    let eth0 = result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "eth0")
+        .expect("the cluster network's result is returned");
+    assert_eq!(eth0["sandbox"], a.netns.path().to_str().unwrap());
+
+    let mut links = pod_links(&a);
+    links.sort();
+    assert_eq!(links, ["data0", "eth0", "net1"]);
+    assert!(ipv4(&a, "eth0").starts_with("10.77.0."));
+    assert_eq!(a.netns.addrs("net1")[0], "10.77.5.11/24");
+    assert_eq!(
+        a.netns.link("net1").unwrap()["address"],
+        "02:00:00:77:05:11"
+    );
+    assert!(ipv4(&a, "data0").starts_with("10.77.2."));
+    assert!(ipv4(&c, "net1").starts_with("10.77.1."));
+    assert!(ipv4(&c, "ff0").starts_with("10.77.3."));
+
+    ping(&a, "10.77.5.12"); // macvlan, bridge mode on one master
+    ping(&a, &ipv4(&b, "eth0")); // the cluster network (ptp via the host)
+
+    let status = w.status(&a).expect("network-status written");
+    let entries = status.as_array().unwrap();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "pod-network",
+            "default/macvlan-static",
+            "default/bridge-net"
+        ]
+    );
+    let defaults: Vec<bool> = entries
+        .iter()
+        .map(|e| e["default"].as_bool().unwrap())
+        .collect();
+    assert_eq!(defaults, [true, false, false]);
+    assert_eq!(entries[1]["interface"], "net1");
+    assert_eq!(entries[1]["ips"], json!(["10.77.5.11"]));
+    assert_eq!(entries[1]["mac"], "02:00:00:77:05:11");
+    assert_eq!(entries[2]["interface"], "data0");
+    let spec_keys = [
+        "name",
+        "interface",
+        "ips",
+        "mac",
+        "default",
+        "dns",
+        "default-route",
+        "device-info",
+    ];
+    for e in entries {
+        for k in e.as_object().unwrap().keys() {
+            assert!(
+                spec_keys.contains(&k.as_str()),
+                "key {k:?} is not in the spec"
+            );
+        }
+    }
+
+    let cache = w.cache_files();
+    assert_eq!(cache.len(), 3);
+    assert_eq!(std::fs::metadata(&cache[0]).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(cache[0].parent().unwrap())
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let check = w.cni("CHECK", &a);
+    assert!(check.status.success(), "CHECK: {}", describe(&check));
+
+    for p in [&a, &b, &c] {
+        w.del(p);
+    }
+    assert_clean(&w, &[&a, &b, &c]);
+    if src == Source::Standalone {
+        assert!(w.status(&a).is_none(), "status file removed on DEL");
+    }
+    // DEL is idempotent.
+    w.del(&a);
+}
+
+fn check_fails_after_an_interface_is_deleted(src: Source) {
+    let w = World::new(src);
+    let a = w.pod("a", Some("macvlan-dyn"));
+    w.add(&a);
+    assert!(w.cni("CHECK", &a).status.success());
+    a.netns.sh("ip", &["link", "del", "net1"]);
+    let e = cni_error(&w.cni("CHECK", &a));
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("default/macvlan-dyn") && msg.contains("net1"),
+        "{e}"
+    );
+    w.del(&a);
+    assert_clean(&w, &[&a]);
+}
+
+fn default_route_moves_to_the_chosen_network(src: Source) {
+    let w = World::new(src);
+    let a = w.pod(
+        "a",
+        Some(r#"[{"name": "macvlan-static", "ips": ["10.77.5.21/24"], "default-route": ["10.77.5.254"]}]"#),
+    );
+    let b = w.pod("b", None);
+    let result = w.add(&a);
+    w.add(&b);
+    let defaults: Vec<Value> = a
+        .netns
+        .routes()
+        .into_iter()
+        .filter(|r| r["dst"] == "default")
+        .collect();
+    assert_eq!(defaults.len(), 1, "{defaults:?}");
+    assert_eq!(defaults[0]["gateway"], "10.77.5.254");
+    assert_eq!(defaults[0]["dev"], "net1");
+    // The returned (cluster network) result no longer claims the default.
+    let routes = result["routes"].as_array().cloned().unwrap_or_default();
+    assert!(routes.iter().all(|r| r["dst"] != "0.0.0.0/0"), "{result}");
+    let status = w.status(&a).unwrap();
+    assert!(status[0].get("default-route").is_none(), "{status}");
+    assert_eq!(status[1]["default-route"], json!(["10.77.5.254"]));
+    assert!(w.cni("CHECK", &a).status.success());
+    // A pod without the request keeps its cluster default route.
+    let b_default: Vec<Value> = b
+        .netns
+        .routes()
+        .into_iter()
+        .filter(|r| r["dst"] == "default")
+        .collect();
+    assert_eq!(b_default[0]["dev"], "eth0");
+    w.del(&a);
+    w.del(&b);
+    assert_clean(&w, &[&a, &b]);
+}
+
+fn del_after_the_netns_is_gone(src: Source) {
+    let w = World::new(src);
+    let a = w.pod("a", Some("macvlan-dyn,bridge-net"));
+    w.add(&a);
+    assert_eq!(w.leases().len(), 3);
+    a.netns.sh("true", &[]);
+    std::process::Command::new("ip")
+        .args(["netns", "del", a.netns.name()])
+        .status()
+        .unwrap();
+    w.del(&a);
+    assert!(w.leases().is_empty(), "{:?}", w.leases());
+    assert!(w.cache_files().is_empty());
+    assert!(w.host_links().is_empty(), "{:?}", w.host_links());
+    w.del(&a);
+}
+
+fn failing_third_delegate_leaves_nothing(src: Source) {
+    let w = World::new(src);
+    let a = w.pod("a", Some("macvlan-dyn,broken"));
+    let e = cni_error(&w.cni("ADD", &a));
+    assert!(e["msg"].as_str().unwrap().contains("default/broken"), "{e}");
+    assert_clean(&w, &[&a]);
+    assert!(
+        w.status(&a).is_none_or(|s| s.as_array().is_none()),
+        "no status"
+    );
+    w.del(&a);
+}
+
+fn bad_input_gets_the_right_code_and_touches_nothing(src: Source) {
+    let w = World::new(src);
+    let cases: [(&str, &str, u64, &str); 6] = [
+        ("json", r#"[{"name": "macvlan-dyn""#, 6, "JSON"),
+        (
+            "long",
+            "macvlan-dyn@abcdefghijklmnop",
+            7,
+            "abcdefghijklmnop",
+        ),
+        ("evil", "evil", 7, "../x"),
+        (
+            "nocaps",
+            r#"[{"name": "no-caps", "ips": ["10.77.5.9/24"]}]"#,
+            7,
+            "ips",
+        ),
+        ("missing", "nope", 7, "default/nope"),
+        ("dup", "macvlan-dyn@x1,bridge-net@x1", 7, "x1"),
+    ];
+    for (name, annotation, code, mentions) in cases {
+        let p = w.pod(name, Some(annotation));
+        let e = cni_error(&w.cni("ADD", &p));
+        assert_eq!(e["code"], code, "{name}: {e}");
+        let text = format!("{} {}", e["msg"], e["details"]);
+        assert!(text.contains(mentions), "{name}: {e}");
+        assert_clean(&w, &[&p]);
+    }
+    let p = w.pod("version", Some("macvlan-dyn"));
+    let mut conf = w.conf.clone();
+    conf["cniVersion"] = json!("9.9.9");
+    let e = cni_error(&w.cni_with("ADD", &p, &conf, Some(p.netns.path())));
+    assert_eq!(e["code"], 1, "{e}");
+    assert_clean(&w, &[&p]);
+}
+
+fn namespace_isolation_covers_both_annotations(src: Source) {
+    let mut w = World::new(src);
+    w.conf["namespaceIsolation"] = json!(true);
+    let cfg = json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "mv0",
+        "ipam": w.ipam("10.77.6.0/24")});
+    w.add_nad("team-b", "private", &cfg);
+    w.add_nad("team-a", "own", &cfg);
+    let denied = w.pod_in("team-a", "x", Some("team-b/private"), None);
+    let e = cni_error(&w.cni("ADD", &denied));
+    assert_eq!(e["code"], 7);
+    assert!(
+        e["msg"].as_str().unwrap().contains("namespace isolation"),
+        "{e}"
+    );
+    // Multus forgets isolation for the default-network annotation.
+    let denied = w.pod_in("team-a", "y", None, Some("team-b/private"));
+    let e = cni_error(&w.cni("ADD", &denied));
+    assert!(
+        e["msg"].as_str().unwrap().contains("namespace isolation"),
+        "{e}"
+    );
+    assert_clean(&w, &[&denied]);
+    // Own namespace and the global "default" are fine.
+    let ok = w.pod_in("team-a", "z", Some("own,default/macvlan-dyn"), None);
+    w.add(&ok);
+    assert_eq!(pod_links(&ok).len(), 3);
+    w.del(&ok);
+    assert_clean(&w, &[&ok]);
+}
+
+fn default_network_annotation_replaces_eth0(src: Source) {
+    let w = World::new(src);
+    let a = w.pod_in(
+        "default",
+        "a",
+        Some("macvlan-dyn"),
+        Some("default/bridge-net"),
+    );
+    w.add(&a);
+    assert!(
+        ipv4(&a, "eth0").starts_with("10.77.2."),
+        "eth0 is on bridge-net"
+    );
+    let status = w.status(&a).unwrap();
+    assert_eq!(status[0]["name"], "default/bridge-net");
+    assert_eq!(status[0]["default"], true);
+    assert_eq!(status[1]["name"], "default/macvlan-dyn");
+    w.del(&a);
+    assert_clean(&w, &[&a]);
+}
+
+fn del_without_cache_rebuilds_from_the_pod(src: Source) {
+    let w = World::new(src);
+    let a = w.pod("a", Some("macvlan-dyn,bridge-net"));
+    w.add(&a);
+    for f in w.cache_files() {
+        std::fs::remove_file(f).unwrap();
+    }
+    w.del(&a);
+    assert_clean(&w, &[&a]);
+}
+
+// ---- API-server-only scenarios --------------------------------------------
+
+#[test]
+fn api_status_goes_through_pods_status_as_a_merge_patch_and_conflicts_are_retried() {
+    let w = World::new(Source::Api);
+    let a = w.pod("a", Some("macvlan-dyn"));
+    w.api().fail_next_method("PATCH", &[409, 409]);
+    w.add(&a);
+    let patches: Vec<_> = w
+        .api()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 3, "two conflicts, then success: {patches:?}");
+    assert_eq!(patches[2].path, "/api/v1/namespaces/default/pods/a/status");
+    assert_eq!(
+        patches[2].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(w.status(&a).unwrap().as_array().unwrap().len(), 2);
+    w.del(&a);
+    assert_clean(&w, &[&a]);
+}
+
+#[test]
+fn api_down_during_del_with_cache() {
+    let mut w = World::new(Source::Api);
+    let a = w.pod("a", Some("macvlan-dyn,bridge-net"));
+    w.add(&a);
+    w.api.as_mut().unwrap().stop();
+    w.del(&a);
+    assert_clean(&w, &[&a]);
+}
+
+#[test]
+fn api_down_and_cache_gone_deletes_what_it_can_and_asks_to_retry() {
+    let mut w = World::new(Source::Api);
+    let a = w.pod("a", Some("macvlan-dyn"));
+    w.add(&a);
+    for f in w.cache_files() {
+        std::fs::remove_file(f).unwrap();
+    }
+    w.api.as_mut().unwrap().stop();
+    let e = cni_error(&w.cni("DEL", &a));
+    assert_eq!(e["code"], 11, "try again later: {e}");
+    // The cluster network came from the config and is gone; the annotation's
+    // macvlan could not be known.
+    assert!(a.netns.link("eth0").is_none());
+    assert_eq!(pod_links(&a), ["net1"]);
+    assert_eq!(w.leases().len(), 1);
+    // The API server is back (on a new address): DEL finishes the job.
+    let server = w.restart_api();
+    server.add_pod(
+        "default",
+        "a",
+        &[("k8s.v1.cni.cncf.io/networks", "macvlan-dyn")],
+    );
+    server.add_nad(
+        "default",
+        "macvlan-dyn",
+        Some(
+            &json!({"cniVersion": "0.4.0", "type": "macvlan", "master": "mv0",
+                "mode": "bridge", "ipam": w.ipam("10.77.1.0/24")})
+            .to_string(),
+        ),
+    );
+    w.del(&a);
+    assert_clean(&w, &[&a]);
+}
+
+#[test]
+fn api_missing_pod_is_an_error_and_runs_nothing() {
+    let w = World::new(Source::Api);
+    let mut ghost = w.pod("ghost", None);
+    ghost.name = "not-there".into();
+    let e = cni_error(&w.cni("ADD", &ghost));
+    assert_eq!(e["code"], 3, "{e}");
+    assert!(e["msg"].as_str().unwrap().contains("default/not-there"));
+    assert_clean(&w, &[&ghost]);
+}
+
+#[test]
+fn api_uid_mismatch_is_refused() {
+    let w = World::new(Source::Api);
+    let mut a = w.pod("a", None);
+    a.uid = "someone-else".into();
+    let e = cni_error(&w.cni("ADD", &a));
+    assert!(e["msg"].as_str().unwrap().contains("UID"), "{e}");
+    assert_clean(&w, &[&a]);
+}
