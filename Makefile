@@ -37,5 +37,8 @@ test: setup lint build
 	$(CARGO) nextest run --workspace
 	$(CARGO) test --workspace --doc
 
+# The benchmarks run the release binaries, so build those first.
 bench: setup
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p plexus-e2e --bench invoker
+	$(CARGO) bench -p plexus-e2e --bench meta_cni

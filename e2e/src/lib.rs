@@ -4,6 +4,7 @@
 //! The tests run our binaries the way a runtime does (environment + stdin,
 //! or through libcni itself), never by calling library functions.
 
+pub mod bench;
 pub mod meta;
 
 use std::path::{Path, PathBuf};

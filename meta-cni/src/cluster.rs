@@ -193,7 +193,7 @@ impl Cluster for Standalone {
         status: &str,
     ) -> Result<(), ClusterError> {
         match self.status_path(container_id) {
-            Some(path) => write_private(&path, status.as_bytes())
+            Some(path) => write_private(&path, status.as_bytes(), false)
                 .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display()))),
             None => Ok(()),
         }

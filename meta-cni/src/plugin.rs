@@ -160,6 +160,19 @@ impl<'r> Ctx<'r> {
     }
 }
 
+/// This process' peak resident set size (`VmHWM`), for the per-call log
+/// line: what plexus itself costs, without its delegates.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A delegate error, with which pod and network it was for.
 fn delegate_error(
     who: &str,
@@ -326,7 +339,7 @@ impl Plugin for Plexus {
             attachments: planned.iter().map(|p| cached(&ctx, p)).collect(),
         };
         cache
-            .save(ctx.cni_dir())
+            .save_plan(ctx.cni_dir())
             .map_err(|e| io_error("cannot write the attachment cache", e))?;
 
         let mut results: Vec<Option<CniResult>> = vec![None; planned.len()];
@@ -421,6 +434,7 @@ impl Plugin for Plexus {
             container = req.container_id,
             attachments = timings,
             total_ms = started.elapsed().as_millis() as u64,
+            peak_rss_kib = peak_rss_kib(),
             "ADD"
         );
         Ok(results.swap_remove(0).unwrap_or_default())
@@ -463,6 +477,7 @@ impl Plugin for Plexus {
             attachments = names.join(" "),
             failed = errors.len(),
             total_ms = started.elapsed().as_millis() as u64,
+            peak_rss_kib = peak_rss_kib(),
             "DEL"
         );
         combine("DEL", errors)?;

@@ -2,8 +2,9 @@
 //! need, written before the first delegate runs and after each one.
 //!
 //! One file per plexus attachment, `<cniDir>/<containerID>_<ifname>.json`,
-//! replaced atomically (temp file, fsync, rename, fsync of the directory),
-//! created 0600 in a 0700 directory. A crash leaves either the old or the
+//! replaced atomically (temp file, rename; the plan written before the first
+//! delegate also fsynced with its directory), created 0600 in a 0700
+//! directory. A crash leaves either the old or the
 //! new file, never a torn one (Multus pain point P5: "unexpected end of
 //! JSON input" on DEL after a reboot). The cache is removed only when DEL
 //! has succeeded for every delegate.
@@ -120,11 +121,14 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Replaces `path` atomically with `bytes`, mode 0600, in a 0700 directory:
-/// a temp file beside it, fsync, rename, fsync of the directory.
+/// a temp file beside it, then a rename, so a reader (a later DEL) sees the
+/// old or the new file and never a torn one. With `durable`, the temp file
+/// is fsynced before the rename and the directory after it, so the new
+/// version also survives a power loss.
 ///
 /// # Errors
 /// On I/O failure; the old file, if any, is then untouched.
-pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_private(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no directory"))?;
@@ -139,9 +143,14 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     };
     write().inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
@@ -149,13 +158,35 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 impl Cache {
-    /// Writes the cache atomically.
+    /// Writes the plan before the first delegate runs: atomically and
+    /// durably (fsync of the file and the directory), because from now on a
+    /// power loss can leave leases that only this file can name for DEL.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn save_plan(&self, cni_dir: &Path) -> io::Result<()> {
+        self.write(cni_dir, true)
+    }
+
+    /// Records results as delegates return: atomically, without fsync. A
+    /// power loss can at worst bring back the durable plan, which names the
+    /// same delegates for DEL (and the pod's namespace is gone with the
+    /// power anyway); a process crash cannot tear the file. Two fsyncs per
+    /// delegate would cost more than plexus' whole own work on ADD.
     ///
     /// # Errors
     /// On I/O failure.
     pub fn save(&self, cni_dir: &Path) -> io::Result<()> {
+        self.write(cni_dir, false)
+    }
+
+    fn write(&self, cni_dir: &Path, durable: bool) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).expect("cache serialises");
-        write_private(&path(cni_dir, &self.container_id, &self.ifname), &bytes)
+        write_private(
+            &path(cni_dir, &self.container_id, &self.ifname),
+            &bytes,
+            durable,
+        )
     }
 
     /// Reads the cache of an attachment; `Ok(None)` when there is none.
@@ -291,7 +322,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("a/b");
         let mut c = sample();
-        c.save(&dir).unwrap();
+        c.save_plan(&dir).unwrap();
         let file = path(&dir, "c1", "eth0");
         assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
