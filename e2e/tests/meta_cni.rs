@@ -252,6 +252,13 @@ fn del_after_the_netns_is_gone(src: Source) {
     w.del(&a);
     assert!(w.leases().is_empty(), "{:?}", w.leases());
     assert!(w.cache_files().is_empty());
+    // The host ends of the pod's veths go with the namespace, but the
+    // kernel tears a namespace down asynchronously (cleanup_net runs from a
+    // workqueue), so give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !w.host_links().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(w.host_links().is_empty(), "{:?}", w.host_links());
     w.del(&a);
 }
