@@ -335,6 +335,7 @@ impl Plugin for Plexus {
             format: FORMAT,
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
+            netns: req.netns.clone(),
             pod: ctx.pod.clone(),
             attachments: planned.iter().map(|p| cached(&ctx, p)).collect(),
         };
@@ -581,6 +582,7 @@ impl Plugin for Plexus {
             // A stale attachment: its container is gone without a DEL.
             let stale = RuntimeConf {
                 container_id: cache.container_id.clone(),
+                netns: cache.netns.clone(),
                 ..RuntimeConf::default()
             };
             let mut failed = false;

@@ -350,3 +350,209 @@ fn inject_cni_args(
     }
     NetworkConfigList::from_value(value).map_err(CniError::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fs;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::cluster::Standalone;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        conf: PlexusConf,
+        cluster: Standalone,
+    }
+
+    fn fixture(extra: &Value) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("net.d")).unwrap();
+        fs::create_dir_all(d.join("nads")).unwrap();
+        fs::write(
+            d.join("net.d/pod.conflist"),
+            json!({"cniVersion": "1.0.0", "name": "pod-network", "plugins": [
+                {"type": "ptp", "capabilities": {"portMappings": true}}]})
+            .to_string(),
+        )
+        .unwrap();
+        fs::write(
+            d.join("net.d/monitoring.conf"),
+            json!({"cniVersion": "0.4.0", "name": "monitoring", "type": "macvlan"}).to_string(),
+        )
+        .unwrap();
+        let nad = |ns: &str, name: &str, config: Value| {
+            fs::write(
+                d.join(format!("nads/{ns}-{name}.json")),
+                json!({"kind": "NetworkAttachmentDefinition",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"config": config.to_string()}})
+                .to_string(),
+            )
+            .unwrap();
+        };
+        nad(
+            "default",
+            "mv",
+            json!({"cniVersion": "1.0.0", "plugins": [
+                {"type": "macvlan", "args": {"cni": {"keep": 1, "over": "nad"}},
+                 "capabilities": {"ips": true, "portMappings": true}},
+                {"type": "tuning", "capabilities": {"mac": true}}]}),
+        );
+        let mut conf = json!({"clusterNetwork": "pod-network", "confDir": d.join("net.d")});
+        for (k, v) in extra.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        Fixture {
+            conf: PlexusConf::from_value(&conf).unwrap(),
+            cluster: Standalone::new(Some(&d.join("nads")), BTreeMap::new(), None).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    fn plan(
+        f: &Fixture,
+        ns: &str,
+        networks: &str,
+        runtime: &Value,
+    ) -> Result<Vec<Planned>, CniError> {
+        let pod = PodRef {
+            namespace: ns.into(),
+            name: "p".into(),
+            uid: None,
+        };
+        let info = PodInfo {
+            uid: None,
+            annotations: [(NETWORKS_ANNOTATION.to_owned(), networks.to_owned())].into(),
+        };
+        let r = Resolver {
+            conf: &f.conf,
+            cluster: Some(&f.cluster),
+        };
+        r.plan(
+            Some(PodContext {
+                pod: &pod,
+                info: &info,
+            }),
+            "eth0",
+            runtime.as_object().unwrap(),
+            true,
+        )
+        .map(|(p, _)| p)
+    }
+
+    #[test]
+    fn runtime_config_goes_to_the_cluster_network_only() {
+        // Multi-net spec §7.5: the kubelet's portMappings must not reach an
+        // attachment, even one whose plugin declares portMappings.
+        let f = fixture(&json!({}));
+        let runtime = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80}]});
+        let p = plan(
+            &f,
+            "default",
+            r#"[{"name": "mv", "ips": ["10.1.1.5/24"]}]"#,
+            &runtime,
+        )
+        .unwrap();
+        assert_eq!(p[0].capability_args, *runtime.as_object().unwrap());
+        assert_eq!(
+            Value::Object(p[1].capability_args.clone()),
+            json!({"ips": ["10.1.1.5/24"]})
+        );
+    }
+
+    #[test]
+    fn cni_args_merge_into_every_plugin_with_the_annotation_winning() {
+        let f = fixture(&json!({}));
+        let p = plan(
+            &f,
+            "default",
+            r#"[{"name": "mv", "cni-args": {"over": "pod", "new": true}}]"#,
+            &json!({}),
+        )
+        .unwrap();
+        let plugins = &p[1].list.plugins;
+        assert_eq!(
+            plugins[0].as_map()["args"]["cni"],
+            json!({"keep": 1, "over": "pod", "new": true})
+        );
+        assert_eq!(
+            plugins[1].as_map()["args"]["cni"],
+            json!({"over": "pod", "new": true})
+        );
+    }
+
+    #[test]
+    fn undeclared_capability_fails_and_declared_ones_pass() {
+        let f = fixture(&json!({}));
+        let ok = plan(
+            &f,
+            "default",
+            r#"[{"name": "mv", "mac": "02:00:00:00:00:01"}]"#,
+            &json!({}),
+        );
+        assert!(ok.is_ok(), "tuning declares mac: {ok:?}");
+        let e = plan(
+            &f,
+            "default",
+            r#"[{"name": "mv", "bandwidth": {"ingressRate": 1}}]"#,
+            &json!({}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("\"bandwidth\""), "{e:?}");
+    }
+
+    #[test]
+    fn default_networks_come_first_except_in_system_namespaces() {
+        let f = fixture(&json!({"defaultNetworks": ["monitoring"]}));
+        let p = plan(&f, "default", "mv, mv@fast0", &json!({})).unwrap();
+        let names: Vec<(&str, &str)> = p
+            .iter()
+            .map(|p| (p.network.as_str(), p.ifname.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("pod-network", "eth0"),
+                ("monitoring", "net1"),
+                ("default/mv", "net2"),
+                ("default/mv", "fast0"),
+            ]
+        );
+        assert!(p[0].default && !p[1].default);
+        let system = plan(&f, "kube-system", "", &json!({})).unwrap();
+        assert_eq!(system.len(), 1, "no defaultNetworks in kube-system");
+    }
+
+    #[test]
+    fn lenient_plan_keeps_interface_names_of_what_it_can_resolve() {
+        let f = fixture(&json!({}));
+        let pod = PodRef {
+            namespace: "default".into(),
+            name: "p".into(),
+            uid: None,
+        };
+        let info = PodInfo {
+            uid: None,
+            annotations: [(NETWORKS_ANNOTATION.to_owned(), "gone,mv".to_owned())].into(),
+        };
+        let r = Resolver {
+            conf: &f.conf,
+            cluster: Some(&f.cluster),
+        };
+        let ctx = Some(PodContext {
+            pod: &pod,
+            info: &info,
+        });
+        assert!(r.plan(ctx, "eth0", &Map::new(), true).is_err());
+        let (p, skipped) = r.plan(ctx, "eth0", &Map::new(), false).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].ifname, "net2", "the missing NAD keeps net1");
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].contains("gone"));
+    }
+}

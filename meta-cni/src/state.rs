@@ -36,6 +36,9 @@ pub struct Cache {
     pub container_id: String,
     /// `CNI_IFNAME` of the plexus call (the cluster network's interface).
     pub ifname: String,
+    /// `CNI_NETNS` at ADD, for GC (DEL uses the runtime's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
     /// The pod, when the runtime named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
@@ -299,6 +302,7 @@ mod tests {
             format: FORMAT,
             container_id: "c1".into(),
             ifname: "eth0".into(),
+            netns: Some("/run/netns/p".into()),
             pod: Some(PodRef {
                 namespace: "ns".into(),
                 name: "p".into(),
