@@ -91,7 +91,15 @@ fn attachments_ping_status_and_clean_del(src: Source) {
     // The text form, and a NAD whose config is a file in confDir.
     let c = w.pod("c", Some("macvlan-dyn, default/from-file@ff0"));
 
-    let result = w.add(&a);
+    // The runtime's portMappings reach the cluster network's portmap.
+    let mut with_ports = w.conf.clone();
+    with_ports["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]});
+    let out = w.cni_with("ADD", &a, &with_ports, Some(a.netns.path()));
+    assert!(out.status.success(), "ADD a: {}", describe(&out));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nat = w.host.sh("iptables-save", &["-t", "nat"]);
+    assert!(nat.contains("--dport 18080"), "portmap DNAT rule: {nat}");
     w.add(&b);
     w.add(&c);
     assert_eq!(result["cniVersion"], "1.0.0");
@@ -171,13 +179,26 @@ fn attachments_ping_status_and_clean_del(src: Source) {
             & 0o777,
         0o700
     );
-    let check = w.cni("CHECK", &a);
-    assert!(check.status.success(), "CHECK: {}", describe(&check));
+    // CHECK of every attachment (not a: Debian's portmap 1.1.1 fails its own
+    // CHECK of an IPv4-only mapping on the missing IPv6 chain).
+    for p in [&b, &c] {
+        let check = w.cni("CHECK", p);
+        assert!(
+            check.status.success(),
+            "CHECK {}: {}",
+            p.name,
+            describe(&check)
+        );
+    }
 
-    for p in [&a, &b, &c] {
+    let out = w.cni_with("DEL", &a, &with_ports, Some(a.netns.path()));
+    assert!(out.status.success(), "DEL a: {}", describe(&out));
+    for p in [&b, &c] {
         w.del(p);
     }
     assert_clean(&w, &[&a, &b, &c]);
+    let nat = w.host.sh("iptables-save", &["-t", "nat"]);
+    assert!(!nat.contains("18080"), "portmap rule removed: {nat}");
     if src == Source::Standalone {
         assert!(w.status(&a).is_none(), "status file removed on DEL");
     }
