@@ -10,7 +10,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Child, Output, Stdio};
 
 use plexus_testkit::{FakeApiServer, NetNs};
 use serde_json::{Value, json};
@@ -305,6 +305,17 @@ impl World {
     /// When it cannot be started.
     #[must_use]
     pub fn cni_with(&self, command: &str, pod: &Pod, conf: &Value, netns: Option<&Path>) -> Output {
+        self.spawn(command, pod, conf, netns)
+            .wait_with_output()
+            .expect("plexus output")
+    }
+
+    /// Starts `plexus` without waiting for it (stdin already written).
+    ///
+    /// # Panics
+    /// When it cannot be started.
+    #[must_use]
+    pub fn spawn(&self, command: &str, pod: &Pod, conf: &Value, netns: Option<&Path>) -> Child {
         let mut args = format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
             pod.namespace, pod.name, pod.container_id, pod.uid
@@ -337,7 +348,7 @@ impl World {
             .take()
             .expect("stdin")
             .write_all(conf.to_string().as_bytes());
-        child.wait_with_output().expect("plexus output")
+        child
     }
 
     /// `ADD`, insisting on success; returns the result JSON.

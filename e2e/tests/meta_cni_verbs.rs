@@ -112,3 +112,57 @@ fn pod_annotations_capability_and_one_log_line_per_call() {
         0o700
     );
 }
+
+#[test]
+fn add_waits_for_the_readiness_indicator_and_del_never_does() {
+    let w = World::new(Source::Standalone);
+    let ready = w.tmp.path().join("run/ready");
+    let mut conf = w.conf.clone();
+    conf["readinessindicatorfile"] = json!(ready);
+    conf["readinessTimeoutSeconds"] = json!(60);
+    let pod = w.pod("r", Some("macvlan-dyn"));
+
+    // STATUS is a probe: "not ready" at once.
+    let mut status_conf = conf.clone();
+    status_conf["cniVersion"] = json!("1.1.0");
+    let e = cni_error(&w.cni_with("STATUS", &pod, &status_conf, None));
+    assert_eq!(e["code"], 50, "{e}");
+    assert!(e["msg"].as_str().unwrap().contains("ready"), "{e}");
+
+    // DEL does not wait for readiness (it must clean up even then).
+    let out = w.cni_with("DEL", &pod, &conf, Some(pod.netns.path()));
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let mut add = w.spawn("ADD", &pod, &conf, Some(pod.netns.path()));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(add.try_wait().unwrap().is_none(), "ADD is waiting");
+    assert!(
+        pod_links(&pod).is_empty(),
+        "nothing runs before the network is ready"
+    );
+    fs::create_dir_all(ready.parent().unwrap()).unwrap();
+    fs::write(&ready, "").unwrap();
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(pod_links(&pod).len(), 2);
+    w.del(&pod);
+}
+
+#[test]
+fn add_fails_clearly_when_the_cluster_network_never_becomes_ready() {
+    let w = World::new(Source::Standalone);
+    let ready = w.tmp.path().join("never");
+    let mut conf = w.conf.clone();
+    conf["readinessindicatorfile"] = json!(ready);
+    conf["readinessTimeoutSeconds"] = json!(0.3);
+    let pod = w.pod("n", Some("macvlan-dyn"));
+    let e = cni_error(&w.cni_with("ADD", &pod, &conf, Some(pod.netns.path())));
+    assert_eq!(e["code"], 11, "{e}");
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(ready.to_str().unwrap()) && msg.contains("not ready"),
+        "{e}"
+    );
+    assert!(pod_links(&pod).is_empty());
+    assert!(w.cache_files().is_empty() && w.leases().is_empty());
+}

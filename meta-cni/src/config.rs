@@ -71,6 +71,9 @@ pub struct PlexusConf {
     /// C13: a file whose existence means the cluster network is ready.
     #[serde(default, rename = "readinessindicatorfile")]
     pub readiness_indicator_file: Option<PathBuf>,
+    /// How long ADD waits for `readinessindicatorfile` (Multus: 45 s).
+    #[serde(default = "default_readiness_timeout")]
+    pub readiness_timeout_seconds: f64,
     /// C14: `debug`, `verbose`, `error` or `panic` (Multus' names; the
     /// tracing names `trace`/`info`/`warn` work too).
     #[serde(default)]
@@ -88,6 +91,10 @@ pub struct PlexusConf {
     /// Standalone mode: where `<containerID>.json` network-status files go.
     #[serde(default)]
     pub status_dir: Option<PathBuf>,
+}
+
+fn default_readiness_timeout() -> f64 {
+    45.0
 }
 
 fn yes() -> bool {

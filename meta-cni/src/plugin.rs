@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use plexus_cni::args::CniArgs;
 use plexus_cni::conf::NetworkConfigList;
@@ -301,10 +301,49 @@ impl Plexus {
     }
 }
 
+/// Whether the cluster network has said it is ready: its
+/// `readinessindicatorfile` exists (Multus C13; multi-net spec §6.1.2).
+fn is_ready(conf: &PlexusConf) -> Result<(), CniError> {
+    match &conf.readiness_indicator_file {
+        Some(f) if !f.as_os_str().is_empty() && !f.exists() => Err(CniError::new(
+            code::NOT_AVAILABLE,
+            format!(
+                "the cluster network is not ready: readiness indicator file {} does not exist",
+                f.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// ADD waits for the readiness indicator, polling every 100 ms (a stat is
+/// cheap; Multus' 1 s poll added up to a second to every pod start) for at
+/// most `readinessTimeoutSeconds`.
+fn wait_ready(conf: &PlexusConf) -> Result<(), CniError> {
+    let deadline =
+        Instant::now() + Duration::from_secs_f64(conf.readiness_timeout_seconds.max(0.0));
+    loop {
+        match is_ready(conf) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!(
+                        "{} after waiting {}s; is the cluster network (the CNI that writes it) running?",
+                        e.msg, conf.readiness_timeout_seconds
+                    ),
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 impl Plugin for Plexus {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let started = Instant::now();
         let ctx = Ctx::new(req)?;
+        wait_ready(&ctx.conf)?;
         let cluster = ctx.cluster()?;
         let info = pod_info(&ctx, cluster.as_ref())?;
         let podctx = ctx
@@ -529,6 +568,8 @@ impl Plugin for Plexus {
 
     fn status(&self, req: &Request) -> Result<(), CniError> {
         let ctx = Ctx::new(req)?;
+        // A probe: say "not ready" now rather than wait.
+        is_ready(&ctx.conf)?;
         let cluster = ctx.cluster()?;
         let resolver = Resolver {
             conf: &ctx.conf,
