@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod install;
 pub mod logging;
 pub mod nad;
 pub mod plugin;
