@@ -152,6 +152,14 @@ impl<'r> Ctx<'r> {
         }
     }
 
+    /// The pod and what is known of it, when both are.
+    fn pod_context<'a>(&'a self, info: Option<&'a PodInfo>) -> Option<PodContext<'a>> {
+        self.pod
+            .as_ref()
+            .zip(info)
+            .map(|(pod, info)| PodContext { pod, info })
+    }
+
     fn who(&self) -> String {
         match &self.pod {
             Some(p) => format!("{p}"),
@@ -346,11 +354,7 @@ impl Plugin for Plexus {
         wait_ready(&ctx.conf)?;
         let cluster = ctx.cluster()?;
         let info = pod_info(&ctx, cluster.as_ref())?;
-        let podctx = ctx
-            .pod
-            .as_ref()
-            .zip(info.as_ref())
-            .map(|(pod, info)| PodContext { pod, info });
+        let podctx = ctx.pod_context(info.as_ref());
         let resolver = Resolver {
             conf: &ctx.conf,
             cluster: Some(cluster.as_ref()),
@@ -698,11 +702,7 @@ fn rebuild(ctx: &Ctx<'_>) -> (Vec<CachedAttachment>, Option<String>) {
         },
         _ => None,
     };
-    let podctx = ctx
-        .pod
-        .as_ref()
-        .zip(info.as_ref())
-        .map(|(pod, info)| PodContext { pod, info });
+    let podctx = ctx.pod_context(info.as_ref());
     // With the API server down, NAD lookups would fail too: resolve the
     // configured networks from files only.
     let resolver = Resolver {
