@@ -118,13 +118,6 @@ pub trait Cluster {
         container_id: &str,
         status: &str,
     ) -> Result<(), ClusterError>;
-
-    /// Forgets what [`Cluster::set_network_status`] recorded, where the
-    /// source keeps it beyond the pod's life.
-    ///
-    /// # Errors
-    /// When it cannot be removed.
-    fn clear_network_status(&self, container_id: &str) -> Result<(), ClusterError>;
 }
 
 /// Standalone mode: NADs from a directory, the pod's annotations from the
@@ -161,7 +154,7 @@ impl Standalone {
     fn status_path(&self, container_id: &str) -> Option<PathBuf> {
         self.status_dir
             .as_ref()
-            .map(|d| d.join(format!("{container_id}.json")))
+            .map(|d| status_file(d, container_id))
     }
 }
 
@@ -198,14 +191,23 @@ impl Cluster for Standalone {
             None => Ok(()),
         }
     }
+}
 
-    fn clear_network_status(&self, container_id: &str) -> Result<(), ClusterError> {
-        match self.status_path(container_id).map(fs::remove_file) {
-            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(ClusterError::Config(e.to_string()))
-            }
-            _ => Ok(()),
-        }
+/// The standalone network-status file of a container.
+#[must_use]
+pub fn status_file(status_dir: &Path, container_id: &str) -> PathBuf {
+    status_dir.join(format!("{container_id}.json"))
+}
+
+/// Removes a standalone network-status file (on DEL; the API server's
+/// annotation goes with the pod object instead). Absent is fine.
+///
+/// # Errors
+/// On I/O failure other than "not found".
+pub fn remove_status_file(status_dir: &Path, container_id: &str) -> std::io::Result<()> {
+    match fs::remove_file(status_file(status_dir, container_id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -393,11 +395,6 @@ impl Cluster for KubeCluster {
         if !result {
             tracing::warn!(pod = %pod, "pod is gone; network-status not written");
         }
-        Ok(())
-    }
-
-    fn clear_network_status(&self, _container_id: &str) -> Result<(), ClusterError> {
-        // The annotation lives and dies with the pod object.
         Ok(())
     }
 }

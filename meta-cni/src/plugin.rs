@@ -21,7 +21,9 @@ use plexus_cni::plugin::{Attachment, Plugin, Request};
 use plexus_cni::{CniError, CniResult};
 use serde_json::{Map, Value};
 
-use crate::cluster::{Cluster, ClusterError, KubeCluster, PodInfo, PodRef, Standalone};
+use crate::cluster::{
+    Cluster, ClusterError, KubeCluster, PodInfo, PodRef, Standalone, remove_status_file,
+};
 use crate::config::PlexusConf;
 use crate::resolve::{DEFAULT_NETWORK_ANNOTATION, Planned, PodContext, Resolver};
 use crate::selection::NETWORKS_ANNOTATION;
@@ -510,9 +512,9 @@ impl Plugin for Plexus {
             }
             if let Some(dir) = &ctx.conf.status_dir
                 && matches!(ctx.mode, Mode::Standalone)
+                && let Err(e) = remove_status_file(dir, &req.container_id)
             {
-                let _ = Standalone::new(None, BTreeMap::new(), Some(dir.clone()))
-                    .and_then(|s| s.clear_network_status(&req.container_id));
+                tracing::warn!(error = %e, "cannot remove the network-status file");
             }
         }
         tracing::info!(

@@ -82,7 +82,8 @@ impl Resolver<'_> {
     /// unreachable.
     pub fn config_network(&self, name: &str) -> Result<(String, NetworkConfigList), CniError> {
         let ns = &self.conf.multus_namespace;
-        let is_object_name = selection::parse(name).is_ok_and(|s| s.len() == 1);
+        // Only a DNS-1123 label can be a NAD; paths and conf names skip it.
+        let is_object_name = selection::dns_label("network name", name).is_ok();
         if let Some(cluster) = self.nads().filter(|_| is_object_name)
             && let Some(nad) = cluster.nad(ns, name)?
         {

@@ -72,7 +72,7 @@ fn invalid(msg: impl Into<String>) -> CniError {
 
 /// A Kubernetes object name or namespace in a selection: a DNS-1123 label
 /// (`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`, at most 63 bytes).
-fn dns_label(what: &str, s: &str) -> Result<(), CniError> {
+pub(crate) fn dns_label(what: &str, s: &str) -> Result<(), CniError> {
     let b = s.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 63
