@@ -158,7 +158,12 @@ impl World {
             "confDir": conf_dir,
             "cniDir": tmp.path().join("cache"),
             "logLevel": "debug", "logToStderr": true,
+            // The kubelet's paths, in this world (nothing of the machine's).
+            "podResourcesSocket": tmp.path().join("kubelet/pod-resources.sock"),
+            "deviceCheckpointFile": tmp.path().join("kubelet/kubelet_internal_checkpoint"),
+            "deviceInfoDir": tmp.path().join("devinfo"),
         });
+        fs::create_dir_all(tmp.path().join("kubelet")).unwrap();
         let mut api = None;
         match source {
             Source::Standalone => {
@@ -202,12 +207,32 @@ impl World {
     /// # Panics
     /// When the file cannot be written.
     pub fn add_nad(&self, namespace: &str, name: &str, config: &Value) {
+        self.add_nad_annotated(namespace, name, config, &[]);
+    }
+
+    /// [`World::add_nad`] with annotations on the NAD.
+    ///
+    /// # Panics
+    /// When the file cannot be written.
+    pub fn add_nad_annotated(
+        &self,
+        namespace: &str,
+        name: &str,
+        config: &Value,
+        annotations: &[(&str, &str)],
+    ) {
         match &self.api {
-            Some(api) => api.add_nad(namespace, name, Some(&config.to_string())),
+            Some(api) => {
+                api.add_nad_annotated(namespace, name, Some(&config.to_string()), annotations);
+            }
             None => {
+                let ann: serde_json::Map<String, Value> = annotations
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+                    .collect();
                 let obj = json!({"apiVersion": "k8s.cni.cncf.io/v1",
                     "kind": "NetworkAttachmentDefinition",
-                    "metadata": {"name": name, "namespace": namespace},
+                    "metadata": {"name": name, "namespace": namespace, "annotations": ann},
                     "spec": {"config": config.to_string()}});
                 fs::write(
                     self.tmp
@@ -219,6 +244,12 @@ impl World {
                 .unwrap();
             }
         }
+    }
+
+    /// A path in this world's temp dir.
+    #[must_use]
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
     }
 
     /// A host-local IPAM section in this world's data dir.

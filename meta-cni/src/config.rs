@@ -23,6 +23,13 @@ pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/plexus";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 /// Multus' default for `multusNamespace` (C12).
 pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
+/// The kubelet's PodResources socket.
+pub const DEFAULT_POD_RESOURCES_SOCKET: &str = plexus_kubelet_api::POD_RESOURCES_SOCKET;
+/// The kubelet's device-manager checkpoint.
+pub const DEFAULT_DEVICE_CHECKPOINT: &str =
+    "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+/// Where device plugins and CNIs exchange device-info files.
+pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 
 /// The keys of a `plexus` (or `multus`) config that this build acts on.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +98,17 @@ pub struct PlexusConf {
     /// Standalone mode: where `<containerID>.json` network-status files go.
     #[serde(default)]
     pub status_dir: Option<PathBuf>,
+    /// The kubelet's PodResources socket, asked first for a pod's devices.
+    #[serde(default)]
+    pub pod_resources_socket: Option<PathBuf>,
+    /// The kubelet's device-manager checkpoint, read when the socket is
+    /// absent.
+    #[serde(default)]
+    pub device_checkpoint_file: Option<PathBuf>,
+    /// The device-info root, with `dp/` (written by device plugins) and
+    /// `cni/` (one file per attachment) below it.
+    #[serde(default)]
+    pub device_info_dir: Option<PathBuf>,
 }
 
 fn default_readiness_timeout() -> f64 {
@@ -168,6 +186,30 @@ impl PlexusConf {
         self.cni_dir
             .as_deref()
             .unwrap_or(Path::new(DEFAULT_CNI_DIR))
+    }
+
+    /// The PodResources socket (`podResourcesSocket`).
+    #[must_use]
+    pub fn pod_resources_socket(&self) -> &Path {
+        self.pod_resources_socket
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_POD_RESOURCES_SOCKET))
+    }
+
+    /// The device-manager checkpoint (`deviceCheckpointFile`).
+    #[must_use]
+    pub fn device_checkpoint_file(&self) -> &Path {
+        self.device_checkpoint_file
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_DEVICE_CHECKPOINT))
+    }
+
+    /// The device-info root (`deviceInfoDir`).
+    #[must_use]
+    pub fn device_info_dir(&self) -> &Path {
+        self.device_info_dir
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_DEVICE_INFO_DIR))
     }
 
     /// Whether a pod in `pod_ns` may use a NAD in `nad_ns` (C9, C10).

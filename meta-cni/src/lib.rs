@@ -4,7 +4,8 @@
 //! ([`resolve`]) from NetworkAttachmentDefinitions ([`nad`], fetched through
 //! [`cluster`]), runs each delegate through the CNI library's invoker,
 //! records what it did ([`state`]) and reports it as network-status
-//! ([`status`]).
+//! ([`status`]). Networks that need a device get the one the kubelet
+//! allocated ([`devices`]).
 //!
 //! Must not: print anything on stdout but through the plugin skeleton. The
 //! only kernel change plexus makes itself is moving the default route
@@ -12,6 +13,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod devices;
 pub mod install;
 pub mod logging;
 pub mod nad;

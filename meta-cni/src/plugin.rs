@@ -25,6 +25,7 @@ use crate::cluster::{
     Cluster, ClusterError, KubeCluster, PodInfo, PodRef, Standalone, remove_status_file,
 };
 use crate::config::PlexusConf;
+use crate::devices::{self, PodDevices};
 use crate::resolve::{DEFAULT_NETWORK_ANNOTATION, Planned, PodContext, Resolver};
 use crate::selection::NETWORKS_ANNOTATION;
 use crate::state::{self, Cache, CachedAttachment, FORMAT};
@@ -224,7 +225,20 @@ fn del_attachment(ctx: &Ctx<'_>, att: &CachedAttachment) -> Result<(), CniError>
     let result = result_for(ctx, att);
     ctx.invoker
         .del_list(&list, &rt, result.as_ref())
-        .map_err(|e| delegate_error(&ctx.who(), "DEL", &att.network, &att.ifname, e))
+        .map_err(|e| delegate_error(&ctx.who(), "DEL", &att.network, &att.ifname, e))?;
+    // The device-info file goes with the attachment; its name is fixed by
+    // the attachment, so a rebuilt DEL (no cache) finds it too.
+    let file = devices::cni_info_file(
+        ctx.conf.device_info_dir(),
+        &att.network,
+        &ctx.req.container_id,
+        &att.ifname,
+    );
+    devices::remove_info(&file);
+    if let Some(d) = att.device.as_ref().filter(|d| d.info_file != file) {
+        devices::remove_info(&d.info_file);
+    }
+    Ok(())
 }
 
 /// DEL of every attachment in reverse order, going on past failures.
@@ -264,6 +278,7 @@ fn cached(ctx: &Ctx<'_>, p: &Planned) -> CachedAttachment {
         cni_args: ctx.delegate_args.to_string(),
         default_route: p.default_route.clone(),
         result: None,
+        device: p.device.clone(),
     }
 }
 
@@ -361,7 +376,13 @@ impl Plugin for Plexus {
             conf: &ctx.conf,
             cluster: Some(cluster.as_ref()),
         };
-        let (planned, _) = resolver.plan(podctx, &req.ifname, &ctx.runtime_config, true)?;
+        let (mut planned, _) = resolver.plan(podctx, &req.ifname, &ctx.runtime_config, true)?;
+        let mut pod_devices = PodDevices::new(
+            &ctx.conf,
+            ctx.pod.as_ref(),
+            info.as_ref().and_then(|i| i.uid.as_deref()),
+        );
+        devices::assign(&mut planned, &mut pod_devices, &req.container_id)?;
         for p in &planned {
             if let Some(gws) = &p.default_route {
                 routes::validate(&p.network, gws)?;
@@ -392,6 +413,9 @@ impl Plugin for Plexus {
         let mut timings = String::new();
         for (i, p) in planned.iter().enumerate() {
             let t = Instant::now();
+            if let Some(d) = &p.device {
+                devices::copy_info(ctx.conf.device_info_dir(), d);
+            }
             let rt = ctx.rt(
                 &p.ifname,
                 ctx.delegate_args.clone(),
@@ -464,8 +488,10 @@ impl Plugin for Plexus {
             .iter()
             .zip(&results)
             .filter_map(|(p, r)| {
-                r.as_ref()
-                    .map(|r| status::entry(&p.network, &p.ifname, p.default, r))
+                r.as_ref().map(|r| status::NetworkStatus {
+                    device_info: p.device.as_ref().and_then(devices::read_info),
+                    ..status::entry(&p.network, &p.ifname, p.default, r)
+                })
             })
             .collect();
         let text = status::render(&entries);
@@ -581,18 +607,18 @@ impl Plugin for Plexus {
             conf: &ctx.conf,
             cluster: Some(cluster.as_ref()),
         };
-        let (network, primary) = resolver.cluster_network()?;
-        ctx.invoker.status_list(&primary).map_err(|e| {
+        let primary = resolver.cluster_network()?;
+        ctx.invoker.status_list(&primary.list).map_err(|e| {
             let e: CniError = e.into();
             CniError {
-                msg: format!("cluster network {network}: {}", e.msg),
+                msg: format!("cluster network {}: {}", primary.name, e.msg),
                 ..e
             }
         })?;
         for name in &ctx.conf.default_networks {
             let ready = resolver
                 .config_network(name)
-                .and_then(|(_, l)| ctx.invoker.status_list(&l).map_err(CniError::from));
+                .and_then(|n| ctx.invoker.status_list(&n.list).map_err(CniError::from));
             if let Err(e) = ready {
                 tracing::warn!(network = name, error = %e, "default network not ready");
             }
@@ -665,7 +691,7 @@ impl Plugin for Plexus {
             conf: &ctx.conf,
             cluster: Some(cluster.as_ref()),
         };
-        let (_, primary) = resolver.cluster_network()?;
+        let primary = resolver.cluster_network()?.list;
         let mut lists = vec![(primary, valid.to_vec())];
         lists.extend(networks.into_values());
         for (list, atts) in &lists {

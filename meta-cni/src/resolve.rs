@@ -16,11 +16,42 @@ use serde_json::{Map, Value};
 
 use crate::cluster::{Cluster, PodInfo, PodRef};
 use crate::config::PlexusConf;
+use crate::devices::Device;
 use crate::selection::{self, NETWORKS_ANNOTATION, NetworkSelection};
 use crate::state::list_to_value;
 
 /// The pod annotation that replaces the cluster network (Multus M26).
 pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
+
+/// A network resolved from a name: a NAD or a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    /// `<namespace>/<nad>`, or the network name of a file-based network.
+    pub name: String,
+    /// Its delegate config.
+    pub list: NetworkConfigList,
+    /// The NAD's `k8s.v1.cni.cncf.io/resourceName`: the device resource
+    /// each attachment of it takes one device of.
+    pub resource: Option<String>,
+}
+
+impl Network {
+    fn from_nad(nad: &crate::nad::Nad, conf_dir: &std::path::Path) -> Result<Self, CniError> {
+        Ok(Self {
+            name: nad.display(),
+            list: nad.network(conf_dir)?,
+            resource: nad.resource_name.clone(),
+        })
+    }
+
+    fn from_file(name: String, list: NetworkConfigList) -> Self {
+        Self {
+            name,
+            list,
+            resource: None,
+        }
+    }
+}
 
 /// One delegate network to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +69,10 @@ pub struct Planned {
     pub capability_args: Map<String, Value>,
     /// Gateways to move the default route to, from the annotation.
     pub default_route: Option<Vec<IpAddr>>,
+    /// The device resource it takes a device of (from the NAD).
+    pub resource: Option<String>,
+    /// The device it was given (see [`crate::devices`]).
+    pub device: Option<Device>,
 }
 
 /// The pod, as far as it is known.
@@ -80,17 +115,17 @@ impl Resolver<'_> {
     /// # Errors
     /// Code 7 when nothing matches; the cluster's error when it is
     /// unreachable.
-    pub fn config_network(&self, name: &str) -> Result<(String, NetworkConfigList), CniError> {
+    pub fn config_network(&self, name: &str) -> Result<Network, CniError> {
         let ns = &self.conf.multus_namespace;
         // Only a DNS-1123 label can be a NAD; paths and conf names skip it.
         let is_object_name = selection::dns_label("network name", name).is_ok();
         if let Some(cluster) = self.nads().filter(|_| is_object_name)
             && let Some(nad) = cluster.nad(ns, name)?
         {
-            return Ok((nad.display(), nad.network(self.conf.conf_dir())?));
+            return Network::from_nad(&nad, self.conf.conf_dir());
         }
         match self.conf.network_from_files(name)? {
-            Some(list) => Ok((list.name.clone(), list)),
+            Some(list) => Ok(Network::from_file(list.name.clone(), list)),
             None => Err(invalid(format!(
                 "network {name:?} is not a network attachment definition in {ns}, \
                  a network in {}, nor a config file or directory",
@@ -104,12 +139,12 @@ impl Resolver<'_> {
     ///
     /// # Errors
     /// As [`Resolver::config_network`].
-    pub fn cluster_network(&self) -> Result<(String, NetworkConfigList), CniError> {
+    pub fn cluster_network(&self) -> Result<Network, CniError> {
         match &self.conf.cluster_network {
             Some(name) => self.config_network(name),
             None => {
                 let list = self.conf.first_delegate()?;
-                Ok((list.name.clone(), list))
+                Ok(Network::from_file(list.name.clone(), list))
             }
         }
     }
@@ -120,7 +155,7 @@ impl Resolver<'_> {
         pod_ns: &str,
         sel: &NetworkSelection,
         default_ns: &str,
-    ) -> Result<(String, NetworkConfigList), CniError> {
+    ) -> Result<Network, CniError> {
         let ns = sel.namespace.as_deref().unwrap_or(default_ns);
         if !self.conf.namespace_allowed(pod_ns, ns) {
             return Err(invalid(format!(
@@ -137,14 +172,14 @@ impl Resolver<'_> {
                         sel.name
                     ))
                 })?;
-                Ok((nad.display(), nad.network(self.conf.conf_dir())?))
+                Network::from_nad(&nad, self.conf.conf_dir())
             }
             // No NAD source at all: the name is looked up on disk, as the
             // spec does for a NAD with an empty spec.
             None => NetworkConfigList::find_in_dir(self.conf.conf_dir(), &sel.name)
                 .ok()
                 .flatten()
-                .map(|l| (format!("{ns}/{}", sel.name), l))
+                .map(|l| Network::from_file(format!("{ns}/{}", sel.name), l))
                 .ok_or_else(|| {
                     invalid(format!(
                         "network {ns}/{} not found in {}",
@@ -157,10 +192,7 @@ impl Resolver<'_> {
 
     /// The primary network: the pod's default-network annotation when set,
     /// else the configured cluster network.
-    fn primary(
-        &self,
-        pod: Option<PodContext<'_>>,
-    ) -> Result<(String, NetworkConfigList), CniError> {
+    fn primary(&self, pod: Option<PodContext<'_>>) -> Result<Network, CniError> {
         let Some(ctx) = pod else {
             return self.cluster_network();
         };
@@ -196,14 +228,16 @@ impl Resolver<'_> {
         strict: bool,
     ) -> Result<(Vec<Planned>, Vec<String>), CniError> {
         let mut skipped = Vec::new();
-        let (network, list) = self.primary(pod)?;
+        let primary = self.primary(pod)?;
         let mut out = vec![Planned {
-            network,
-            list,
+            network: primary.name,
+            list: primary.list,
             ifname: primary_ifname.to_owned(),
             default: true,
             capability_args: runtime_config.clone(),
             default_route: None,
+            resource: primary.resource,
+            device: None,
         }];
 
         let system = pod.is_some_and(|c| self.conf.system_namespaces.contains(&c.pod.namespace));
@@ -229,13 +263,15 @@ impl Resolver<'_> {
         for name in defaults {
             let ifname = ifnames.next().expect("one name per network");
             match self.config_network(name) {
-                Ok((network, list)) => out.push(Planned {
-                    network,
-                    list,
+                Ok(n) => out.push(Planned {
+                    network: n.name,
+                    list: n.list,
                     ifname,
                     default: false,
                     capability_args: Map::new(),
                     default_route: None,
+                    resource: n.resource,
+                    device: None,
                 }),
                 Err(e) if !strict && e.code != code::TRY_AGAIN_LATER => {
                     skipped.push(format!("{name} ({ifname}): {}", e.msg));
@@ -248,7 +284,7 @@ impl Resolver<'_> {
             let ifname = ifnames.next().expect("one name per network");
             let resolved = self
                 .selected_network(pod_ns, sel, pod_ns)
-                .and_then(|(network, list)| attachment(network, list, sel, ifname.clone()));
+                .and_then(|n| attachment(n, sel, ifname.clone()));
             match resolved {
                 Ok(p) => out.push(p),
                 Err(e) if !strict && e.code != code::TRY_AGAIN_LATER => {
@@ -289,12 +325,12 @@ fn requested_capabilities(sel: &NetworkSelection) -> Map<String, Value> {
 /// `args.cni` (annotation values win), and every requested runtimeConfig key
 /// declared by some plugin of the network: the spec's MUST, which Multus
 /// skips (libcni then drops the value without a word).
-fn attachment(
-    network: String,
-    list: NetworkConfigList,
-    sel: &NetworkSelection,
-    ifname: String,
-) -> Result<Planned, CniError> {
+fn attachment(n: Network, sel: &NetworkSelection, ifname: String) -> Result<Planned, CniError> {
+    let Network {
+        name: network,
+        list,
+        resource,
+    } = n;
     let caps = requested_capabilities(sel);
     for key in caps.keys() {
         if !list
@@ -320,6 +356,8 @@ fn attachment(
         default: false,
         capability_args: caps,
         default_route: sel.default_route.clone(),
+        resource,
+        device: None,
     })
 }
 

@@ -71,6 +71,9 @@ pub struct CachedAttachment {
     /// Its ADD result (in the newest CNI version), once ADD returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// The device it was given, whose device-info file DEL removes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::devices::Device>,
 }
 
 impl CachedAttachment {
@@ -317,6 +320,11 @@ mod tests {
                 cni_args: "IgnoreUnknown=1;K8S_POD_NAME=p".into(),
                 default_route: None,
                 result: None,
+                device: Some(crate::devices::Device {
+                    resource: "intel.com/sriov".into(),
+                    id: "0000:03:02.3".into(),
+                    info_file: "/run/devinfo/cni/ns-n-c1_net1".into(),
+                }),
             }],
         }
     }

@@ -166,9 +166,26 @@ impl FakeApiServer {
     /// Adds a NetworkAttachmentDefinition; `config` is `spec.config` (`None`
     /// for an object without `spec`).
     pub fn add_nad(&self, namespace: &str, name: &str, config: Option<&str>) {
+        self.add_nad_annotated(namespace, name, config, &[]);
+    }
+
+    /// [`FakeApiServer::add_nad`] with annotations (e.g.
+    /// `k8s.v1.cni.cncf.io/resourceName`).
+    pub fn add_nad_annotated(
+        &self,
+        namespace: &str,
+        name: &str,
+        config: Option<&str>,
+        annotations: &[(&str, &str)],
+    ) {
+        let ann: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect();
         let mut nad = json!({"apiVersion": "k8s.cni.cncf.io/v1",
             "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"}});
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1",
+                         "annotations": ann}});
         if let Some(c) = config {
             nad["spec"] = json!({"config": c});
         }

@@ -4,6 +4,7 @@
 //! - [`sysfs`]: fake sysfs trees for SR-IOV device discovery tests.
 //! - [`vf`]: "emulated VFs", veth pairs registered as VF netdevs in a fake sysfs.
 //! - [`apiserver`]: a Kubernetes API server stand-in over real HTTP.
+//! - [`kubelet`]: a kubelet stand-in for its gRPC APIs on unix sockets.
 //!
 //! Only for tests: the real-kernel parts assume root and a kernel with
 //! network namespaces and veth, and helpers meant for assertions panic with
@@ -25,11 +26,13 @@
 //! ```
 
 pub mod apiserver;
+pub mod kubelet;
 pub mod netns;
 pub mod sysfs;
 pub mod vf;
 
 pub use apiserver::FakeApiServer;
+pub use kubelet::FakeKubelet;
 pub use netns::{NetNs, netns_exists};
 pub use sysfs::{FakeSysfs, NetdevSpec, PciDev, PfSpec, RepresentorSpec, VfSpec};
 pub use vf::{EmulatedVf, EmulatedVfSpec};
