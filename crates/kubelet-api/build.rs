@@ -10,7 +10,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["proto/podresources/v1/api.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/podresources/v1/api.proto",
+                "proto/deviceplugin/v1beta1/api.proto",
+                "proto/pluginregistration/v1/api.proto",
+            ],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

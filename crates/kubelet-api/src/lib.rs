@@ -1,4 +1,5 @@
-//! The kubelet's gRPC APIs, generated from the `.proto` files in `proto/`
+//! The kubelet's gRPC APIs (PodResources v1, device plugin v1beta1, plugin
+//! registration v1), generated from the `.proto` files in `proto/`
 //! (written from the published definitions; see the header of each), and
 //! gRPC over the unix sockets the kubelet uses.
 //!
@@ -23,6 +24,36 @@ pub mod podresources {
     )]
     pub mod v1 {
         tonic::include_proto!("v1");
+    }
+}
+
+/// The kubelet device-plugin API (`k8s.io/kubelet/pkg/apis/deviceplugin`).
+pub mod deviceplugin {
+    /// Version v1beta1: `v1beta1.Registration` (kubelet) and
+    /// `v1beta1.DevicePlugin` (plugins).
+    #[allow(
+        missing_docs,
+        missing_debug_implementations,
+        clippy::all,
+        clippy::pedantic
+    )]
+    pub mod v1beta1 {
+        tonic::include_proto!("v1beta1");
+    }
+}
+
+/// The kubelet plugin-watcher registration API
+/// (`k8s.io/kubelet/pkg/apis/pluginregistration/v1`).
+pub mod pluginregistration {
+    /// Package `pluginregistration`: `Registration` served by plugins.
+    #[allow(
+        missing_docs,
+        missing_debug_implementations,
+        clippy::all,
+        clippy::pedantic
+    )]
+    pub mod v1 {
+        tonic::include_proto!("pluginregistration");
     }
 }
 

@@ -26,7 +26,7 @@
 //!     sriov_vf_device sriov_drivers_autoprobe        (PF only)
 //!     virtfn<i>   -> ../<VF BDF>                     (PF only)
 //!     physfn      -> ../<PF BDF>                     (VF only)
-//!     net/<ifname>/ address operstate mtu ifindex
+//!     net/<ifname>/ address operstate mtu ifindex type
 //!                   phys_port_name phys_switch_id    (only when set)
 //!                   device -> ../../../<BDF>
 //! ```
@@ -519,6 +519,8 @@ impl FakeSysfs {
         write(&dir.join("operstate"), &format!("{}\n", spec.operstate));
         write(&dir.join("mtu"), &format!("{}\n", spec.mtu));
         write(&dir.join("ifindex"), &format!("{ifindex}\n"));
+        // type: the ARPHRD_* link type, 1 for Ethernet (if_arp.h).
+        write(&dir.join("type"), "1\n");
         // sysfs-class-net: phys_port_name / phys_switch_id read as
         // EOPNOTSUPP when the driver lacks the ndo; absent here.
         if let Some(name) = spec.phys_port_name {
@@ -623,6 +625,39 @@ impl FakeSysfs {
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
             .trim()
             .to_owned()
+    }
+
+    /// The reference fixture (an Intel X710 with four VFs): PF
+    /// `0000:3b:00.0` (`i40e`, netdev `ens1f0`, NUMA 0, IOMMU group 40),
+    /// VF0 `0000:3b:02.0` on `vfio-pci` (no netdev, group 90), VF1–3
+    /// `0000:3b:02.1`–`.3` on `iavf` (netdevs `ens1f0v1`–`v3`, groups
+    /// 91–93). Returns the PF and the VFs.
+    ///
+    /// # Panics
+    ///
+    /// As [`FakeSysfs::pf`] and [`FakeSysfs::vf`], e.g. when called twice.
+    pub fn x710(&self) -> (PciDev, Vec<PciDev>) {
+        let pf = self.pf(PfSpec {
+            numa_node: 0,
+            iommu_group: Some(40),
+            subsystem_device: 0x0001,
+            ..PfSpec::default()
+        });
+        let vfs = (0..4)
+            .map(|i| {
+                self.vf(
+                    DEFAULT_PF_BDF,
+                    i,
+                    VfSpec {
+                        driver: Some(if i == 0 { "vfio-pci" } else { "iavf" }.to_owned()),
+                        iommu_group: Some(90 + i),
+                        ifname: (i > 0).then(|| format!("ens1f0v{i}")),
+                        ..VfSpec::default()
+                    },
+                )
+            })
+            .collect();
+        (pf, vfs)
     }
 
     /// The common part of PFs and VFs.
