@@ -5,8 +5,12 @@
 //!
 //! - [`config`]: the config file (upstream's JSON, case-insensitive keys).
 //! - [`pools`]: which device goes to which pool, and why the others do not.
+//! - [`alloc`]: Allocate responses, device-info files, preferred allocation.
 //! - [`host`]: the host's default routes (netlink).
+//! - [`server`]: the daemon: gRPC servers, registration, health, rediscovery.
 
+pub mod alloc;
 pub mod config;
 pub mod host;
 pub mod pools;
+pub mod server;

@@ -1,13 +1,19 @@
-//! `sriov-device-plugin`: the SR-IOV device plugin's command line.
+//! `sriov-device-plugin`: the SR-IOV device plugin's command line. Without
+//! a subcommand it runs the daemon; `discover` explains the pools.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use plexus_sriov_device_plugin::server::{Daemon, Options};
 use plexus_sriov_device_plugin::{config, host, pools};
 use plexus_sysfs::Sysfs;
 
+/// Every host path is a flag, with the production default (the first two
+/// are upstream's names and defaults).
 #[derive(Parser)]
 #[command(
     version,
@@ -15,7 +21,31 @@ use plexus_sysfs::Sysfs;
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// The pools (upstream's JSON format).
+    #[arg(long, global = true, default_value = "/etc/pcidp/config.json")]
+    config_file: PathBuf,
+    /// The prefix of pools without `resourcePrefix`.
+    #[arg(long, global = true, default_value = config::DEFAULT_RESOURCE_PREFIX)]
+    resource_prefix: String,
+    /// Where sysfs is.
+    #[arg(long, global = true, default_value = plexus_sysfs::SYSFS_ROOT)]
+    sysfs_root: PathBuf,
+    /// The kubelet's device-plugin directory (its `kubelet.sock`).
+    #[arg(long, default_value = "/var/lib/kubelet/device-plugins")]
+    device_plugin_dir: PathBuf,
+    /// The kubelet's plugin-watcher directory; used when it exists.
+    #[arg(long, default_value = "/var/lib/kubelet/plugins_registry")]
+    plugins_registry_dir: PathBuf,
+    /// Where device-info files for CNIs go.
+    #[arg(long, default_value = "/var/run/k8s.cni.cncf.io/devinfo/dp")]
+    devinfo_dir: PathBuf,
+    /// Health check (and config re-read) interval, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    health_interval_ms: u64,
+    /// Device rescan interval, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    rescan_interval_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -23,27 +53,13 @@ enum Command {
     /// Print every PCI network device, the pool it went to, and for each
     /// device in no pool, the rule of each pool that rejected it.
     Discover {
-        /// The pools (upstream's JSON format).
-        #[arg(long, default_value = "/etc/pcidp/config.json")]
-        config_file: PathBuf,
-        /// The prefix for pools without `resourcePrefix`.
-        #[arg(long, default_value = config::DEFAULT_RESOURCE_PREFIX)]
-        resource_prefix: String,
-        /// Where sysfs is.
-        #[arg(long, default_value = plexus_sysfs::SYSFS_ROOT)]
-        sysfs_root: PathBuf,
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
     },
 }
 
-fn discover(
-    config_file: &std::path::Path,
-    prefix: &str,
-    sysfs_root: PathBuf,
-    json: bool,
-) -> anyhow::Result<()> {
+fn discover(config_file: &Path, prefix: &str, sysfs_root: &Path, json: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(config_file)
         .with_context(|| format!("reading {}", config_file.display()))?;
     let cfg = config::parse(&text, prefix);
@@ -54,7 +70,6 @@ fn discover(
     let scan = Sysfs::new(sysfs_root).scan()?;
     let (_, report) = pools::build(&cfg, &scan, &routes);
     let mut out = std::io::stdout().lock();
-    use std::io::Write as _;
     if json {
         let v = serde_json::json!({
             "configErrors": cfg.errors,
@@ -75,15 +90,44 @@ fn discover(
     Ok(())
 }
 
+fn serve(cli: Cli) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PLEXUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let opts = Options {
+        config_file: cli.config_file,
+        resource_prefix: cli.resource_prefix,
+        sysfs_root: cli.sysfs_root,
+        device_plugin_dir: cli.device_plugin_dir,
+        plugins_registry_dir: cli.plugins_registry_dir,
+        devinfo_dir: cli.devinfo_dir,
+        health_interval: Duration::from_millis(cli.health_interval_ms.max(10)),
+        rescan_interval: Duration::from_millis(cli.rescan_interval_ms.max(10)),
+    };
+    // Two worker threads: gRPC streams and the daemon loop; nothing here
+    // needs more.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(Daemon::new(opts).run())?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Discover {
-            config_file,
-            resource_prefix,
-            sysfs_root,
+        Some(Command::Discover { json }) => discover(
+            &cli.config_file,
+            &cli.resource_prefix,
+            &cli.sysfs_root,
             json,
-        } => discover(&config_file, &resource_prefix, sysfs_root, json),
+        ),
+        None => serve(cli),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

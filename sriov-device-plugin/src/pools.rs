@@ -38,6 +38,8 @@ pub struct PoolDevice {
     pub dev: PciDevice,
     /// The selector that took it asked for vhost-net.
     pub need_vhost_net: bool,
+    /// The selector that took it asked for RDMA.
+    pub is_rdma: bool,
 }
 
 /// What became of one device.
@@ -263,7 +265,7 @@ pub fn build(cfg: &Config, scan: &Scan, default_routes: &HashSet<String>) -> (Ve
             for (si, sel) in pool.config.selectors.iter().enumerate() {
                 match reject(sel, d, &by_addr) {
                     None => {
-                        taken = Some((pi, sel.need_vhost_net));
+                        taken = Some((pi, sel.need_vhost_net, sel.is_rdma));
                         break 'pools;
                     }
                     Some(r) if first.is_none() => {
@@ -279,10 +281,11 @@ pub fn build(cfg: &Config, scan: &Scan, default_routes: &HashSet<String>) -> (Ve
             reasons.push((resource, first.unwrap_or_default()));
         }
         let verdict = match taken {
-            Some((pi, need_vhost_net)) => {
+            Some((pi, need_vhost_net, is_rdma)) => {
                 pools[pi].devices.push(PoolDevice {
                     dev: d.clone(),
                     need_vhost_net,
+                    is_rdma,
                 });
                 Verdict::Pooled {
                     resource: pools[pi].config.resource(),

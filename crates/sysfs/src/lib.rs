@@ -98,6 +98,8 @@ pub struct PciDevice {
     pub link_type: Option<String>,
     /// Its RDMA devices (`infiniband/`), e.g. `mlx5_0`.
     pub rdma: Vec<String>,
+    /// Its RDMA verbs character devices, `/dev/infiniband/uverbs<N>`.
+    pub uverbs: Vec<String>,
 }
 
 impl PciDevice {
@@ -437,6 +439,7 @@ impl Sysfs {
             netdevs,
             link_type,
             rdma: Self::list(&dir.join("infiniband")),
+            uverbs: self.uverbs(address),
         })
     }
 

@@ -32,7 +32,7 @@ pub mod sysfs;
 pub mod vf;
 
 pub use apiserver::FakeApiServer;
-pub use kubelet::FakeKubelet;
+pub use kubelet::{FakeDeviceManager, FakeKubelet};
 pub use netns::{NetNs, netns_exists};
 pub use sysfs::{FakeSysfs, NetdevSpec, PciDev, PfSpec, RepresentorSpec, VfSpec};
 pub use vf::{EmulatedVf, EmulatedVfSpec};

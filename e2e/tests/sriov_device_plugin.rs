@@ -1,0 +1,326 @@
+//! The `sriov-device-plugin` daemon against a kubelet stand-in that speaks
+//! the real device-plugin gRPC API on unix sockets (registration,
+//! ListAndWatch, GetPreferredAllocation, Allocate, plugin watcher).
+//!
+//! The hardware is the fake sysfs tree of the testkit (an X710 with four
+//! VFs): there is no SR-IOV NIC here. The daemon runs in a throwaway
+//! network namespace so that the host's own routes play no part.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use plexus_e2e::bin;
+use plexus_testkit::sysfs::{DEFAULT_PF_BDF, NetdevSpec, VfSpec};
+use plexus_testkit::{FakeDeviceManager, FakeSysfs, NetNs};
+use serde_json::{Value, json};
+
+const NET: &str = "intel.com/x710_net";
+const DPDK: &str = "intel.com/x710_dpdk";
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Daemon {
+    child: Child,
+    _ns: NetNs,
+}
+
+impl Daemon {
+    fn start(dir: &Path, sysfs: &Path) -> Self {
+        let ns = NetNs::with_prefix("dp").unwrap();
+        let child = ns
+            .command(bin("sriov-device-plugin"))
+            .unwrap()
+            .arg("--config-file")
+            .arg(dir.join("config.json"))
+            .arg("--sysfs-root")
+            .arg(sysfs)
+            .arg("--device-plugin-dir")
+            .arg(dir.join("device-plugins"))
+            .arg("--plugins-registry-dir")
+            .arg(dir.join("plugins_registry"))
+            .arg("--devinfo-dir")
+            .arg(dir.join("devinfo/dp"))
+            .args(["--health-interval-ms", "100", "--rescan-interval-ms", "300"])
+            .env(
+                "PLEXUS_LOG",
+                "debug,h2=info,tower=info,hyper=info,tonic=info",
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self { child, _ns: ns }
+    }
+
+    /// SIGTERM, then the exit status and the log.
+    fn stop(mut self) -> (bool, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = std::mem::replace(
+            &mut self.child,
+            std::process::Command::new("true").spawn().unwrap(),
+        )
+        .wait_with_output()
+        .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // A failing test shows what the daemon said.
+        if std::thread::panicking()
+            && let Some(mut err) = self.child.stderr.take()
+        {
+            let mut log = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut log);
+            eprintln!("--- sriov-device-plugin log ---\n{log}");
+        }
+    }
+}
+
+fn write_config(dir: &Path, pools: &Value) {
+    // Written whole and renamed, as a ConfigMap update swaps its files.
+    let tmp = dir.join("config.json.tmp");
+    fs::write(&tmp, json!({"resourceList": pools}).to_string()).unwrap();
+    fs::rename(&tmp, dir.join("config.json")).unwrap();
+}
+
+fn reference_pools() -> Value {
+    json!([
+        {"resourceName": "x710_net", "selectors": [{"vendors": ["8086"], "devices": ["154c"],
+            "drivers": ["iavf"], "pfNames": ["ens1f0#1-7"]}]},
+        {"resourceName": "x710_dpdk", "selectors": [{"drivers": ["vfio-pci"],
+            "rootDevices": ["0000:3b:00.0#0"]}]},
+        // Bad: reported, the others still served.
+        {"resourceName": "broken", "selectors": {"pfNames": ["ens1f0#9-3"]}}
+    ])
+}
+
+fn ids(list: &[(String, String, Vec<i64>)]) -> Vec<&str> {
+    list.iter().map(|d| d.0.as_str()).collect()
+}
+
+fn health<'a>(list: &'a [(String, String, Vec<i64>)], id: &str) -> &'a str {
+    &list.iter().find(|d| d.0 == id).unwrap().1
+}
+
+fn sockets(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|x| x == "sock"));
+    v.sort();
+    v
+}
+
+#[test]
+fn serves_pools_to_the_kubelet_and_lives_with_the_node() {
+    let fake = FakeSysfs::new();
+    fake.x710();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, &reference_pools());
+    let mut kubelet = FakeDeviceManager::start(&d.join("device-plugins"));
+    let daemon = Daemon::start(d, fake.root());
+
+    // Registration (legacy mode: no plugins_registry directory).
+    let net = kubelet.wait_list(NET, WAIT, |l| l.len() == 3);
+    assert_eq!(ids(&net), ["0000:3b:02.1", "0000:3b:02.2", "0000:3b:02.3"]);
+    assert!(
+        net.iter()
+            .all(|(_, h, numa)| h == "Healthy" && numa == &[0]),
+        "{net:?}"
+    );
+    let dpdk = kubelet.wait_list(DPDK, WAIT, |l| l.len() == 1);
+    assert_eq!(ids(&dpdk), ["0000:3b:02.0"]);
+    let mut regs = kubelet.registrations();
+    regs.sort();
+    assert_eq!(
+        regs,
+        [
+            (DPDK.into(), "intel.com_x710_dpdk.sock".into(), true),
+            (NET.into(), "intel.com_x710_net.sock".into(), true)
+        ]
+    );
+
+    // Allocate, as the reference fixture says.
+    let r = kubelet.allocate(DPDK, &["0000:3b:02.0"]).unwrap();
+    assert_eq!(r.envs["PCIDEVICE_INTEL_COM_X710_DPDK"], "0000:3b:02.0");
+    let info: Value = serde_json::from_str(&r.envs["PCIDEVICE_INTEL_COM_X710_DPDK_INFO"]).unwrap();
+    assert_eq!(
+        info,
+        json!({"0000:3b:02.0": {"generic": {"deviceID": "0000:3b:02.0"},
+            "vfio": {"dev-mount": "/dev/vfio/90", "mount": "/dev/vfio/vfio"}}})
+    );
+    let specs: Vec<(&str, &str, &str)> = r
+        .devices
+        .iter()
+        .map(|s| {
+            (
+                s.container_path.as_str(),
+                s.host_path.as_str(),
+                s.permissions.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        specs,
+        [
+            ("/dev/vfio/vfio", "/dev/vfio/vfio", "rw"),
+            ("/dev/vfio/90", "/dev/vfio/90", "rw")
+        ]
+    );
+    let devinfo = d.join("devinfo/dp/intel.com-x710_dpdk-0000:3b:02.0-device.json");
+    let v: Value = serde_json::from_slice(&fs::read(&devinfo).unwrap()).unwrap();
+    assert_eq!(
+        v,
+        json!({"type": "pci", "version": "1.1.0",
+            "pci": {"pci-address": "0000:3b:02.0", "pf-pci-address": DEFAULT_PF_BDF}})
+    );
+    let e = kubelet.allocate(DPDK, &["0000:3b:02.1"]).unwrap_err();
+    assert!(
+        e.message().contains("not in pool intel.com/x710_dpdk"),
+        "{e:?}"
+    );
+    assert_eq!(
+        kubelet
+            .preferred(
+                NET,
+                &["0000:3b:02.3", "0000:3b:02.1", "0000:3b:02.2"],
+                &[],
+                2
+            )
+            .unwrap(),
+        ["0000:3b:02.1", "0000:3b:02.2"]
+    );
+
+    // Health: a VF losing its netdev (driver trouble) turns Unhealthy
+    // within a second; one handed to a container (its netdev now in the
+    // pod) does not.
+    kubelet.allocate(NET, &["0000:3b:02.2"]).unwrap();
+    fake.remove_netdev("0000:3b:02.2", "ens1f0v2");
+    fake.remove_netdev("0000:3b:02.3", "ens1f0v3");
+    let l = kubelet.wait_list(NET, Duration::from_secs(1), |l| {
+        health(l, "0000:3b:02.3") == "Unhealthy"
+    });
+    assert_eq!(health(&l, "0000:3b:02.2"), "Healthy");
+    fake.add_netdev(
+        "0000:3b:02.3",
+        NetdevSpec {
+            ifname: "ens1f0v3".into(),
+            ..NetdevSpec::default()
+        },
+    );
+    kubelet.wait_list(NET, WAIT, |l| l.iter().all(|d| d.1 == "Healthy"));
+
+    // Rediscovery: a new VF joins its pool without a restart.
+    fake.vf(
+        DEFAULT_PF_BDF,
+        4,
+        VfSpec {
+            ifname: Some("ens1f0v4".into()),
+            ..VfSpec::default()
+        },
+    );
+    kubelet.wait_list(NET, WAIT, |l| l.len() == 4);
+
+    // Kubelet restart: sockets wiped, a new kubelet.sock; both pools
+    // register again and stream again.
+    let before = kubelet.registrations().len();
+    let streams = kubelet.lists(NET).len();
+    kubelet.restart();
+    let deadline = std::time::Instant::now() + WAIT;
+    while kubelet.registrations().len() < before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no re-registration: {:?}",
+            kubelet.registrations()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while kubelet.lists(NET).len() <= streams {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new stream sent no list"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kubelet.wait_list(NET, WAIT, |l| l.len() == 4);
+
+    // A config change: the DPDK pool is withdrawn (its stream ends with an
+    // empty list), a new pool is served.
+    write_config(
+        d,
+        &json!([
+            {"resourceName": "x710_net", "selectors": {"drivers": ["iavf"]}},
+            {"resourceName": "x710_vfio", "selectors": {"drivers": ["vfio-pci"]}}
+        ]),
+    );
+    kubelet.wait_list("intel.com/x710_vfio", WAIT, |l| l.len() == 1);
+    kubelet.wait_list(DPDK, WAIT, <[_]>::is_empty);
+    assert!(
+        !devinfo.exists(),
+        "a withdrawn pool's device-info files go with it"
+    );
+
+    // Shutdown: every stream's last word is an empty list; nothing left.
+    let (ok, log) = daemon.stop();
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("pool left out") && log.contains("runs backwards"),
+        "{log}"
+    );
+    for r in [NET, "intel.com/x710_vfio"] {
+        kubelet.wait_list(r, WAIT, <[_]>::is_empty);
+    }
+    assert_eq!(
+        sockets(&d.join("device-plugins")),
+        [d.join("device-plugins/kubelet.sock")]
+    );
+}
+
+#[test]
+fn plugin_watcher_mode() {
+    let fake = FakeSysfs::new();
+    fake.x710();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, &reference_pools());
+    fs::create_dir_all(d.join("plugins_registry")).unwrap();
+    let kubelet = FakeDeviceManager::start(&d.join("device-plugins"));
+    let daemon = Daemon::start(d, fake.root());
+    let socket = d.join("plugins_registry/intel.com_x710_net.sock");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no socket in plugins_registry"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info = kubelet.discover_plugin(&socket);
+    assert_eq!(info.r#type, "DevicePlugin");
+    assert_eq!(info.name, NET);
+    assert_eq!(info.endpoint, socket.to_string_lossy());
+    assert_eq!(info.supported_versions, ["v1beta1"]);
+    let l = kubelet.wait_list(NET, WAIT, |l| l.len() == 3);
+    assert_eq!(ids(&l), ["0000:3b:02.1", "0000:3b:02.2", "0000:3b:02.3"]);
+    // The watcher finds plugins itself: nothing calls Register.
+    assert!(kubelet.registrations().is_empty());
+    let (ok, log) = daemon.stop();
+    assert!(ok, "{log}");
+    assert!(sockets(&d.join("plugins_registry")).is_empty());
+}
