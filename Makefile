@@ -42,3 +42,4 @@ bench: setup
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p plexus-e2e --bench invoker
 	$(CARGO) bench -p plexus-e2e --bench meta_cni
+	$(CARGO) bench -p plexus-e2e --bench sriov_device_plugin

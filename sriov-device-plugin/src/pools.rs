@@ -251,6 +251,8 @@ pub fn build(cfg: &Config, scan: &Scan, default_routes: &HashSet<String>) -> (Ve
         })
         .collect();
     let mut report = Report::default();
+    // One database lookup per device model, not per VF.
+    let mut names: HashMap<(String, String), Option<String>> = HashMap::new();
     let interesting = |d: &PciDevice| matches!(d.base_class(), 0x02 | 0x12);
     for d in &scan.devices {
         let mut reasons = Vec::new();
@@ -297,7 +299,12 @@ pub fn build(cfg: &Config, scan: &Scan, default_routes: &HashSet<String>) -> (Ve
         report.devices.push(Entry {
             address: d.address.clone(),
             id: format!("{}:{}", d.vendor, d.device),
-            name: plexus_sysfs::pci_names(&d.vendor, &d.device).map(|(v, n)| format!("{v} {n}")),
+            name: names
+                .entry((d.vendor.clone(), d.device.clone()))
+                .or_insert_with(|| {
+                    plexus_sysfs::pci_names(&d.vendor, &d.device).map(|(v, n)| format!("{v} {n}"))
+                })
+                .clone(),
             kind: kind(d),
             driver: d.driver.clone(),
             netdevs: d.netdevs.clone(),

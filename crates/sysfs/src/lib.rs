@@ -10,6 +10,7 @@
 //! error for that device only ([`Sysfs::scan`] goes on with the others;
 //! upstream's PCI library drops the whole scan over one bad `modalias`).
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -199,6 +200,41 @@ pub fn representor_vf(port_name: &str) -> Option<(u32, u32)> {
     Some((pf.parse().ok()?, vf.parse().ok()?))
 }
 
+/// What a scan reads once per PF.
+#[derive(Debug, Clone)]
+struct PfInfo {
+    netdev: Option<String>,
+    representors: HashMap<u32, String>,
+    offset: Option<u32>,
+    stride: Option<u32>,
+}
+
+impl PfInfo {
+    /// The index of VF `vf`, computed from the PF's `sriov_offset` and
+    /// `sriov_stride` (drivers/pci/iov.c: VF routing ID = PF's + offset +
+    /// stride × index) and confirmed by one `virtfn<i>` link: O(1) per VF
+    /// (upstream lists every `virtfn*`, O(N) per VF). Falls back to the
+    /// listing when the arithmetic does not hold.
+    fn vf_index(&self, sys: &Sysfs, pf: &str, vf: &str) -> Option<u32> {
+        let dir = sys.device_dir(pf);
+        let is = |i: u32| Sysfs::link_name(&dir.join(format!("virtfn{i}"))).as_deref() == Some(vf);
+        let computed = (|| {
+            let (pd, prid) = routing_id(pf)?;
+            let (vd, vrid) = routing_id(vf)?;
+            let (offset, stride) = (self.offset?, self.stride?);
+            let delta = vrid.checked_sub(prid)?.checked_sub(offset)?;
+            (pd == vd && stride > 0 && delta % stride == 0).then_some(delta / stride)
+        })();
+        if let Some(i) = computed.filter(|i| is(*i)) {
+            return Some(i);
+        }
+        Sysfs::list(&dir)
+            .iter()
+            .filter_map(|n| n.strip_prefix("virtfn")?.parse::<u32>().ok())
+            .find(|i| is(*i))
+    }
+}
+
 /// A sysfs tree.
 #[derive(Debug, Clone)]
 pub struct Sysfs {
@@ -235,8 +271,18 @@ impl Sysfs {
         self.root.join("class/net").join(ifname)
     }
 
+    /// A sysfs attribute, trimmed. One `read` of up to a page: the kernel
+    /// returns a whole attribute in one read (`sysfs_kf_read`, PAGE_SIZE),
+    /// and `fs::read_to_string`'s extra `statx` and EOF read cost a third
+    /// of discovery time over a thousand VFs.
     fn read(path: &Path) -> Option<String> {
-        fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+        use std::io::Read as _;
+        let mut f = fs::File::open(path).ok()?;
+        let mut buf = [0u8; 4096];
+        let n = f.read(&mut buf).ok()?;
+        std::str::from_utf8(&buf[..n])
+            .ok()
+            .map(|s| s.trim().to_owned())
     }
 
     /// The last path component of a symlink's target.
@@ -327,30 +373,10 @@ impl Sysfs {
         })
     }
 
-    /// The index of VF `vf` on PF `pf`, computed from the PF's
-    /// `sriov_offset`/`sriov_stride` (drivers/pci/iov.c: VF routing ID =
-    /// PF's + offset + stride × index) and confirmed by one `virtfn<i>`
-    /// link: O(1) per VF (upstream globs every `virtfn*`, O(N) per VF).
-    /// Falls back to the scan when the arithmetic does not hold.
+    /// The index of VF `vf` on PF `pf`; see [`PfInfo::vf_index`].
     #[must_use]
     pub fn vf_index(&self, pf: &str, vf: &str) -> Option<u32> {
-        let dir = self.device_dir(pf);
-        let is = |i: u32| Self::link_name(&dir.join(format!("virtfn{i}"))).as_deref() == Some(vf);
-        let computed = (|| {
-            let (pd, prid) = routing_id(pf)?;
-            let (vd, vrid) = routing_id(vf)?;
-            let offset: u32 = Self::read(&dir.join("sriov_offset"))?.parse().ok()?;
-            let stride: u32 = Self::read(&dir.join("sriov_stride"))?.parse().ok()?;
-            let delta = vrid.checked_sub(prid)?.checked_sub(offset)?;
-            (pd == vd && stride > 0 && delta % stride == 0).then_some(delta / stride)
-        })();
-        if let Some(i) = computed.filter(|i| is(*i)) {
-            return Some(i);
-        }
-        Self::list(&dir)
-            .iter()
-            .filter_map(|n| n.strip_prefix("virtfn")?.parse::<u32>().ok())
-            .find(|i| is(*i))
+        self.pf_info(pf).vf_index(self, pf, vf)
     }
 
     /// The IOMMU group and whether it is a `vfio-noiommu` one.
@@ -373,6 +399,36 @@ impl Sysfs {
     /// # Errors
     /// When it does not exist or its IDs cannot be read.
     pub fn pci_device(&self, address: &str) -> Result<PciDevice, SysfsError> {
+        self.read_device(address, &mut HashMap::new())
+    }
+
+    /// What every VF of one PF shares, read once per scan: its netdev,
+    /// its representors by VF index, and the VF address arithmetic.
+    fn pf_info(&self, pf: &str) -> PfInfo {
+        let dir = self.device_dir(pf);
+        let num = |f: &str| Self::read(&dir.join(f)).and_then(|s| s.parse::<u32>().ok());
+        let representors = self
+            .netdevs(pf)
+            .into_iter()
+            .filter(|n| self.netdev_attr(n, "phys_switch_id").is_some())
+            .filter_map(|n| {
+                let (_, vf) = representor_vf(&self.netdev_attr(&n, "phys_port_name")?)?;
+                Some((vf, n))
+            })
+            .collect();
+        PfInfo {
+            netdev: self.pf_netdev(pf),
+            representors,
+            offset: num("sriov_offset"),
+            stride: num("sriov_stride"),
+        }
+    }
+
+    fn read_device(
+        &self,
+        address: &str,
+        pfs: &mut HashMap<String, PfInfo>,
+    ) -> Result<PciDevice, SysfsError> {
         let dir = self.device_dir(address);
         if !dir.is_dir() {
             return Err(SysfsError::NoDevice(address.to_owned()));
@@ -405,10 +461,16 @@ impl Sysfs {
             num_vfs: num("sriov_numvfs").unwrap_or(0),
         });
         let pf = Self::link_name(&dir.join("physfn")).map(|pf_addr| {
-            let vf_index = self.vf_index(&pf_addr, address);
+            let info = match pfs.get(&pf_addr) {
+                Some(i) => i,
+                None => pfs
+                    .entry(pf_addr.clone())
+                    .or_insert_with(|| self.pf_info(&pf_addr)),
+            };
+            let vf_index = info.vf_index(self, &pf_addr, address);
             PfRef {
-                netdev: self.pf_netdev(&pf_addr),
-                representor: vf_index.and_then(|i| self.vf_representor(&pf_addr, i)),
+                netdev: info.netdev.clone(),
+                representor: vf_index.and_then(|i| info.representors.get(&i).cloned()),
                 vf_index,
                 address: pf_addr,
             }
@@ -419,15 +481,25 @@ impl Sysfs {
                 .and_then(|t| t.parse().ok())
                 .map(link_type_name)
         });
-        let (iommu_group, noiommu) = self
-            .iommu_group(address)
-            .map_or((None, false), |(g, n)| (Some(g), n));
+        let driver = self.driver(address);
+        // The no-IOMMU flag only matters to VFIO users; reading it for
+        // every kernel-driver VF is a wasted open.
+        let (iommu_group, noiommu) = if driver.as_deref() == Some("vfio-pci") {
+            self.iommu_group(address)
+                .map_or((None, false), |(g, n)| (Some(g), n))
+        } else {
+            (
+                Self::link_name(&dir.join("iommu_group")).and_then(|g| g.parse().ok()),
+                false,
+            )
+        };
+        let rdma = Self::list(&dir.join("infiniband"));
         Ok(PciDevice {
             address: address.to_owned(),
             vendor,
             device,
             class,
-            driver: self.driver(address),
+            driver,
             iommu_group,
             noiommu,
             numa_node: Self::read(&dir.join("numa_node"))
@@ -438,8 +510,12 @@ impl Sysfs {
             pf,
             netdevs,
             link_type,
-            rdma: Self::list(&dir.join("infiniband")),
-            uverbs: self.uverbs(address),
+            uverbs: if rdma.is_empty() {
+                Vec::new()
+            } else {
+                self.uverbs(address)
+            },
+            rdma,
         })
     }
 
@@ -450,8 +526,9 @@ impl Sysfs {
     /// Only when the device list itself cannot be read.
     pub fn scan(&self) -> Result<Scan, SysfsError> {
         let mut scan = Scan::default();
+        let mut pfs = HashMap::new();
         for address in self.pci_addresses()? {
-            match self.pci_device(&address) {
+            match self.read_device(&address, &mut pfs) {
                 Ok(d) => scan.devices.push(d),
                 Err(e) => scan.errors.push((address, e)),
             }

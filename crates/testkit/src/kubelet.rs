@@ -289,6 +289,8 @@ pub struct FakeDeviceManager {
     rt: tokio::runtime::Runtime,
     state: Arc<Mutex<DmState>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// One connection per plugin, as the kubelet keeps.
+    channels: Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
 }
 
 impl FakeDeviceManager {
@@ -308,6 +310,7 @@ impl FakeDeviceManager {
             rt,
             state: Arc::default(),
             stop: None,
+            channels: Mutex::default(),
         };
         me.serve();
         me
@@ -349,6 +352,7 @@ impl FakeDeviceManager {
         for w in self.state.lock().unwrap().watchers.drain(..) {
             w.abort();
         }
+        self.channels.lock().unwrap().clear();
         for e in std::fs::read_dir(&self.dir)
             .expect("device-plugin dir")
             .flatten()
@@ -439,6 +443,9 @@ impl FakeDeviceManager {
         &self,
         resource: &str,
     ) -> dp::device_plugin_client::DevicePluginClient<tonic::transport::Channel> {
+        if let Some(c) = self.channels.lock().unwrap().get(resource) {
+            return dp::device_plugin_client::DevicePluginClient::new(c.clone());
+        }
         let endpoint = self.state.lock().unwrap().endpoints.get(resource).cloned();
         let endpoint = endpoint.unwrap_or_else(|| panic!("{resource} never registered"));
         let channel = self
@@ -448,6 +455,10 @@ impl FakeDeviceManager {
                 std::time::Duration::from_secs(2),
             ))
             .unwrap_or_else(|e| panic!("connect {}: {e}", endpoint.display()));
+        self.channels
+            .lock()
+            .unwrap()
+            .insert(resource.to_owned(), channel.clone());
         dp::device_plugin_client::DevicePluginClient::new(channel)
     }
 
@@ -469,6 +480,17 @@ impl FakeDeviceManager {
         self.rt
             .block_on(c.allocate(req))
             .map(|r| r.into_inner().container_responses.remove(0))
+    }
+
+    /// `GetDevicePluginOptions`: the cheapest call, a floor for the others.
+    ///
+    /// # Errors
+    /// The plugin's error status.
+    pub fn options(&self, resource: &str) -> Result<dp::DevicePluginOptions, Status> {
+        let mut c = self.client(resource);
+        self.rt
+            .block_on(c.get_device_plugin_options(dp::Empty {}))
+            .map(tonic::Response::into_inner)
     }
 
     /// `GetPreferredAllocation` for one container.
