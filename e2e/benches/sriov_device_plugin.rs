@@ -23,7 +23,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use plexus_e2e::bench::{median, ms};
-use plexus_e2e::bin;
 use plexus_sriov_device_plugin::{config, pools};
 use plexus_sysfs::Sysfs;
 use plexus_testkit::sysfs::{PfSpec, VfSpec};
@@ -148,19 +147,7 @@ fn main() {
     fs::write(d.join("config.json"), &cfg_text).unwrap();
     let kubelet = FakeDeviceManager::start(&d.join("device-plugins"));
     let ns = NetNs::with_prefix("bench-dp").unwrap();
-    let mut child = ns
-        .command(bin("sriov-device-plugin"))
-        .unwrap()
-        .arg("--config-file")
-        .arg(d.join("config.json"))
-        .arg("--sysfs-root")
-        .arg(fake.root())
-        .arg("--device-plugin-dir")
-        .arg(d.join("device-plugins"))
-        .arg("--plugins-registry-dir")
-        .arg(d.join("plugins_registry"))
-        .arg("--devinfo-dir")
-        .arg(d.join("devinfo"))
+    let mut child = plexus_e2e::device_plugin(&ns, d, fake.root())
         .env("PLEXUS_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()

@@ -87,3 +87,25 @@ pub fn steps(stdout: &[u8]) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("runner line {l:?}: {e}")))
         .collect()
 }
+
+/// `sriov-device-plugin` (the daemon) as tests and benchmarks start it in
+/// `ns`: config `<dir>/config.json`, kubelet directories and device-info
+/// under `dir`, sysfs at `sysfs`; add the intervals and the log level.
+///
+/// # Panics
+/// When the namespace cannot be entered.
+#[must_use]
+pub fn device_plugin(ns: &plexus_testkit::NetNs, dir: &Path, sysfs: &Path) -> Command {
+    let mut cmd = ns.command(bin("sriov-device-plugin")).expect("netns");
+    cmd.arg("--config-file")
+        .arg(dir.join("config.json"))
+        .arg("--sysfs-root")
+        .arg(sysfs)
+        .arg("--device-plugin-dir")
+        .arg(dir.join("device-plugins"))
+        .arg("--plugins-registry-dir")
+        .arg(dir.join("plugins_registry"))
+        .arg("--devinfo-dir")
+        .arg(dir.join("devinfo/dp"));
+    cmd
+}

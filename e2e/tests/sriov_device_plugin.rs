@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use plexus_e2e::bin;
 use plexus_testkit::sysfs::{DEFAULT_PF_BDF, NetdevSpec, VfSpec};
 use plexus_testkit::{FakeDeviceManager, FakeSysfs, NetNs};
 use serde_json::{Value, json};
@@ -28,19 +27,7 @@ struct Daemon {
 impl Daemon {
     fn start(dir: &Path, sysfs: &Path) -> Self {
         let ns = NetNs::with_prefix("dp").unwrap();
-        let child = ns
-            .command(bin("sriov-device-plugin"))
-            .unwrap()
-            .arg("--config-file")
-            .arg(dir.join("config.json"))
-            .arg("--sysfs-root")
-            .arg(sysfs)
-            .arg("--device-plugin-dir")
-            .arg(dir.join("device-plugins"))
-            .arg("--plugins-registry-dir")
-            .arg(dir.join("plugins_registry"))
-            .arg("--devinfo-dir")
-            .arg(dir.join("devinfo/dp"))
+        let child = plexus_e2e::device_plugin(&ns, dir, sysfs)
             .args(["--health-interval-ms", "100", "--rescan-interval-ms", "300"])
             .env(
                 "PLEXUS_LOG",
