@@ -224,6 +224,14 @@ fn serves_pools_to_the_kubelet_and_lives_with_the_node() {
     );
     kubelet.wait_list(NET, WAIT, |l| l.len() == 4);
 
+    // The PF's link goes down: every VF on it is Unhealthy; back up, healthy.
+    fake.corrupt(DEFAULT_PF_BDF, "net/ens1f0/operstate", "down\n");
+    kubelet.wait_list(NET, Duration::from_secs(1), |l| {
+        l.iter().all(|d| d.1 == "Unhealthy")
+    });
+    fake.corrupt(DEFAULT_PF_BDF, "net/ens1f0/operstate", "up\n");
+    kubelet.wait_list(NET, WAIT, |l| l.iter().all(|d| d.1 == "Healthy"));
+
     // Kubelet restart: sockets wiped, a new kubelet.sock; both pools
     // register again and stream again.
     let before = kubelet.registrations().len();

@@ -442,6 +442,8 @@ impl Daemon {
 
     /// Health of every device of every pool.
     fn check_health(&self) {
+        // A PF's link is read once per tick, not once per VF.
+        let mut pf_up: HashMap<String, bool> = HashMap::new();
         for run in self.running.values() {
             let mut changed = false;
             {
@@ -449,20 +451,21 @@ impl Daemon {
                 let ids: Vec<String> = st.devices.keys().cloned().collect();
                 for id in ids {
                     let d = &st.devices[&id];
-                    let netdevs = self.sysfs.netdevs(&id);
                     let present = self.sysfs.device_dir(&id).is_dir();
                     let same_driver = self.sysfs.driver(&id) == d.dev.driver;
                     let had_netdev = !d.dev.netdevs.is_empty();
-                    let netdev_ok =
-                        !had_netdev || !netdevs.is_empty() || st.allocated.contains(&id);
-                    let pf_up = d
-                        .dev
-                        .pf
-                        .as_ref()
-                        .and_then(|p| p.netdev.as_deref())
-                        .and_then(|n| self.sysfs.netdev_attr(n, "operstate"))
-                        .is_none_or(|s| s != "down");
-                    if had_netdev && !netdevs.is_empty() {
+                    // Only a device that had a netdev can lose it.
+                    let has_netdev = had_netdev && !self.sysfs.netdevs(&id).is_empty();
+                    let netdev_ok = !had_netdev || has_netdev || st.allocated.contains(&id);
+                    let pf_up = match d.dev.pf.as_ref().and_then(|p| p.netdev.as_deref()) {
+                        Some(n) => *pf_up.entry(n.to_owned()).or_insert_with(|| {
+                            self.sysfs
+                                .netdev_attr(n, "operstate")
+                                .is_none_or(|s| s != "down")
+                        }),
+                        None => true,
+                    };
+                    if has_netdev {
                         // Back on the host: no longer in a container.
                         st.allocated.remove(&id);
                     }
