@@ -1,0 +1,520 @@
+//! The flower installer: puts a compiled table into the kernel and says
+//! truthfully where each flow ended up.
+//!
+//! Owns the effects: clsact qdiscs on the ports, filters added with
+//! `NLM_F_ECHO` so the kernel's own copy tells `IN_HW`/`NOT_IN_HW` and
+//! `IN_HW_COUNT` (`tc-flower-offload.md` §6.6: never record a flow as
+//! offloaded without reading it back), the policies (`hw-only` makes a
+//! hardware refusal an error carrying the kernel's extended ack), and
+//! reconciliation: what is installed is found by dumping every port's
+//! ingress for filters in Plexus's preference range with a `PX` cookie,
+//! so a re-apply keeps unchanged filters, adds new ones before it removes
+//! old ones, and also removes what a crashed run left behind.
+//!
+//! Validate, then apply, then roll back: the whole table is compiled and
+//! every port resolved before the first request; if an add fails, the
+//! filters this run added and the qdiscs it created are removed, and what
+//! was installed before stays.
+
+use std::collections::{HashMap, HashSet};
+
+use plexus_netlink::{
+    Netlink,
+    tc::{self, PARENT_EGRESS, PARENT_INGRESS, TcFilter},
+};
+use serde::Serialize;
+
+use crate::{
+    dump::{self, InstalledFlow, Location},
+    eswitch::{self, Flavour},
+    flow::Flow,
+    flower::{self, CompileError, CompiledFlow, Policy, PortMap},
+};
+
+/// What can go wrong installing flows.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The table does not compile; nothing was touched.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Compile(Vec<CompileError>),
+    /// The kernel has no flower classifier; nothing was installed.
+    #[error(
+        "this kernel has no tc flower classifier (cls_flower): {0}; nothing was installed (the eBPF back end needs no flower)"
+    )]
+    NoFlower(#[source] plexus_netlink::Error),
+    /// `hw-only` and the NIC refused a flow; what this run added was
+    /// removed.
+    #[error(
+        "hw-only: the hardware refused line {line} on {port}: {reason}; nothing of this apply was kept"
+    )]
+    HwRefused {
+        /// The flow's line.
+        line: usize,
+        /// Its port.
+        port: String,
+        /// The kernel's extended ack (or errno).
+        reason: String,
+    },
+    /// Adding a filter failed; what this run added was removed.
+    #[error(
+        "line {line}: adding the filter on {port} failed: {source}; nothing of this apply was kept"
+    )]
+    Add {
+        /// The flow's line.
+        line: usize,
+        /// Its port.
+        port: String,
+        /// The kernel's answer.
+        #[source]
+        source: plexus_netlink::Error,
+    },
+    /// Any other netlink failure (dumps, deletes, qdiscs).
+    #[error(transparent)]
+    Netlink(#[from] plexus_netlink::Error),
+}
+
+/// What an apply did with one flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// Newly installed.
+    Added,
+    /// Already installed as compiled; untouched.
+    Kept,
+}
+
+/// Where one flow of the table lives after an apply.
+#[derive(Debug, Clone, Serialize)]
+pub struct Placement {
+    /// Line in the flow file.
+    pub line: usize,
+    /// The flow, canonical form.
+    pub flow: String,
+    /// `in_port` as written.
+    pub port: String,
+    /// tc chain.
+    pub chain: u32,
+    /// tc preference.
+    pub prio: u16,
+    /// Filter handle.
+    pub handle: u32,
+    /// Back end (`flower`).
+    pub backend: &'static str,
+    /// `hw` or `tc-sw`, from the kernel's echo.
+    pub location: Location,
+    /// `IN_HW_COUNT` from the echo.
+    pub in_hw_count: Option<u32>,
+    /// Added or kept.
+    pub change: Change,
+}
+
+/// The outcome of an apply.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    /// One per flow, in table order.
+    pub flows: Vec<Placement>,
+    /// Filters removed (stale, changed or left by a crash).
+    pub removed: usize,
+}
+
+/// Every port in the caller's network namespace: netdev names, plus the
+/// aliases of switchdev representors from netlink (`IFLA_PHYS_PORT_NAME`)
+/// and, when given, from the eSwitches discovered in sysfs.
+///
+/// # Errors
+/// The link dump failed.
+pub fn host_ports(
+    nl: &mut Netlink,
+    switches: &[eswitch::Eswitch],
+) -> Result<PortMap, plexus_netlink::Error> {
+    let links = plexus_netlink::link::list(nl)?;
+    let mut ports = PortMap::new();
+    for l in &links {
+        ports.insert(&l.name, l.index);
+    }
+    // Aliases from netlink first: they are this netns's view even when
+    // sysfs is mounted from another.
+    let mut seen = HashMap::<String, Option<String>>::new();
+    for l in &links {
+        if let (Some(_), Some(p)) = (&l.phys_switch_id, &l.phys_port_name) {
+            for a in Flavour::parse(p).aliases() {
+                seen.entry(a)
+                    .and_modify(|v| *v = None)
+                    .or_insert_with(|| Some(l.name.clone()));
+            }
+        }
+    }
+    for (alias, netdev) in seen {
+        if let Some(n) = netdev {
+            ports.alias(&alias, &n);
+        }
+    }
+    eswitch::add_aliases(&mut ports, switches);
+    Ok(ports)
+}
+
+/// Plexus's filters on one port's ingress (none when it has no clsact).
+///
+/// # Errors
+/// A dump failure other than "no clsact here", or a filter of ours that
+/// does not decode.
+pub fn installed_on(
+    nl: &mut Netlink,
+    ifindex: u32,
+    ports: &PortMap,
+) -> Result<Vec<InstalledFlow>, plexus_netlink::Error> {
+    let entries = match tc::dump_filters(nl, ifindex, PARENT_INGRESS, None) {
+        Ok(e) => e,
+        // No clsact (EINVAL), or the link went away meanwhile.
+        Err(plexus_netlink::Error::Other(e)) if e.errno == libc::EINVAL => return Ok(Vec::new()),
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for e in &entries {
+        match dump::decode(e, ports) {
+            Ok(Some(f)) => out.push(f),
+            Ok(None) => {}
+            Err(reason) => {
+                return Err(plexus_netlink::Error::BadReply {
+                    op: format!(
+                        "decode flower filter pref {} handle {:#x} on ifindex {ifindex}",
+                        e.priority, e.handle
+                    ),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Plexus's filters on every port.
+///
+/// # Errors
+/// As [`installed_on`].
+pub fn installed(
+    nl: &mut Netlink,
+    ports: &PortMap,
+) -> Result<Vec<InstalledFlow>, plexus_netlink::Error> {
+    let mut indexes: Vec<u32> = ports.indexes().collect();
+    indexes.sort_unstable();
+    let mut out = Vec::new();
+    for i in indexes {
+        out.extend(installed_on(nl, i, ports)?);
+    }
+    Ok(out)
+}
+
+fn del_request(f: &InstalledFlow) -> TcFilter {
+    TcFilter {
+        ifindex: f.ifindex,
+        parent: PARENT_INGRESS,
+        priority: f.prio,
+        protocol: f.protocol,
+        handle: f.handle,
+        chain: (f.chain != 0).then_some(f.chain),
+        kind: "flower".into(),
+        options: None,
+    }
+}
+
+/// Deletes one installed filter; one already gone is not an error.
+///
+/// # Errors
+/// The kernel refused.
+pub fn delete(nl: &mut Netlink, f: &InstalledFlow) -> Result<(), plexus_netlink::Error> {
+    match tc::del_filter(nl, &del_request(f)) {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r,
+    }
+}
+
+/// Installs `flows` with `policy` and removes every other Plexus filter.
+///
+/// # Errors
+/// See [`InstallError`]; after an error the kernel holds what it held
+/// before (except stale filters whose preference a new filter of another
+/// protocol needed, removed first).
+pub fn apply(
+    nl: &mut Netlink,
+    flows: &[Flow],
+    ports: &PortMap,
+    policy: Policy,
+) -> Result<ApplyReport, InstallError> {
+    let compiled = flower::compile(flows, ports, policy).map_err(InstallError::Compile)?;
+    let before = installed(nl, ports)?;
+
+    // Which desired filters are already there, exactly as compiled (same
+    // port, chain, preference and cookie: the cookie's digest covers the
+    // match, the actions, their ports and the policy).
+    let mut pool: HashMap<(u32, u32, u16, [u8; 16]), Vec<&InstalledFlow>> = HashMap::new();
+    for f in &before {
+        pool.entry((
+            f.ifindex,
+            f.chain,
+            f.prio,
+            f.cookie
+                .map(flower::FlowCookie::to_bytes)
+                .unwrap_or_default(),
+        ))
+        .or_default()
+        .push(f);
+    }
+    let mut kept: HashMap<usize, &InstalledFlow> = HashMap::new();
+    let mut to_add: Vec<&CompiledFlow> = Vec::new();
+    for c in &compiled {
+        match pool
+            .get_mut(&(c.ifindex, c.chain, c.prio, c.cookie.to_bytes()))
+            .and_then(Vec::pop)
+        {
+            Some(f) => {
+                kept.insert(c.index, f);
+            }
+            None => to_add.push(c),
+        }
+    }
+    let stale: Vec<&InstalledFlow> = pool.into_values().flatten().collect();
+
+    // A tc preference holds filters of one protocol: stale filters in a
+    // preference a new filter of another protocol needs go first.
+    let wanted: HashMap<(u32, u32, u16), u16> = compiled
+        .iter()
+        .map(|c| ((c.ifindex, c.chain, c.prio), c.protocol))
+        .collect();
+    let (early, late): (Vec<&InstalledFlow>, Vec<&InstalledFlow>) =
+        stale.into_iter().partition(|f| {
+            wanted
+                .get(&(f.ifindex, f.chain, f.prio))
+                .is_some_and(|p| *p != f.protocol)
+        });
+    for f in &early {
+        delete(nl, f)?;
+    }
+
+    let mut created: Vec<u32> = Vec::new();
+    let mut added: Vec<InstalledFlow> = Vec::new();
+    let result = add_all(nl, flows, &to_add, ports, policy, &mut created, &mut added);
+    if let Err(e) = result {
+        // Roll back this run: its filters, then the qdiscs it created.
+        for f in added.iter().rev() {
+            if let Err(d) = delete(nl, f) {
+                tracing::warn!(error = %d, "rollback: could not delete a filter this apply added");
+            }
+        }
+        for i in created {
+            if let Err(d) = tc::del_clsact(nl, i) {
+                tracing::warn!(error = %d, ifindex = i, "rollback: could not delete the clsact qdisc this apply created");
+            }
+        }
+        return Err(e);
+    }
+    for f in &late {
+        delete(nl, f)?;
+    }
+
+    let by_index: HashMap<usize, &InstalledFlow> = to_add
+        .iter()
+        .zip(&added)
+        .map(|(c, f)| (c.index, f))
+        .collect();
+    let flows_out = compiled
+        .iter()
+        .map(|c| {
+            let (f, change) = match kept.get(&c.index) {
+                Some(f) => (*f, Change::Kept),
+                None => (by_index[&c.index], Change::Added),
+            };
+            let flow = &flows[c.index];
+            Placement {
+                line: flow.line,
+                flow: flow.to_string(),
+                port: flow.in_port.clone(),
+                chain: c.chain,
+                prio: c.prio,
+                handle: f.handle,
+                backend: "flower",
+                location: f.location(),
+                in_hw_count: f.in_hw_count,
+                change,
+            }
+        })
+        .collect();
+    Ok(ApplyReport {
+        flows: flows_out,
+        removed: early.len() + late.len(),
+    })
+}
+
+fn add_all(
+    nl: &mut Netlink,
+    flows: &[Flow],
+    to_add: &[&CompiledFlow],
+    ports: &PortMap,
+    policy: Policy,
+    created: &mut Vec<u32>,
+    added: &mut Vec<InstalledFlow>,
+) -> Result<(), InstallError> {
+    let mut has_clsact: HashSet<u32> = HashSet::new();
+    for c in to_add {
+        let flow = &flows[c.index];
+        if has_clsact.insert(c.ifindex) {
+            match tc::add_clsact(nl, c.ifindex) {
+                Ok(()) => created.push(c.ifindex),
+                Err(e) if e.is_exists() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let filter = c.filter();
+        let entry = match tc::add_filter_echo(nl, &filter) {
+            Ok(entry) => entry,
+            Err(e) => return Err(add_error(e, flow, policy)),
+        };
+        let got = match dump::decode(&entry, ports) {
+            Ok(Some(f)) => f,
+            Ok(None) | Err(_) => {
+                // The echo must be the filter we sent; anything else means
+                // the kernel changed it and we cannot vouch for it.
+                let f = echo_fallback(c, &entry);
+                added.push(f);
+                return Err(InstallError::Netlink(plexus_netlink::Error::BadReply {
+                    op: format!("add flower filter for line {}", flow.line),
+                    reason: "the kernel's copy of the filter is not the one we sent".into(),
+                }));
+            }
+        };
+        let in_hw = got.in_hw();
+        added.push(got);
+        if policy == Policy::HwOnly && !in_hw {
+            return Err(InstallError::HwRefused {
+                line: flow.line,
+                port: flow.in_port.clone(),
+                reason: "the kernel accepted skip_sw but reports the filter not in hardware".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A stand-in for a filter we added but could not decode, good enough to
+/// delete it.
+fn echo_fallback(c: &CompiledFlow, entry: &tc::TcFilterEntry) -> InstalledFlow {
+    InstalledFlow {
+        ifindex: entry.ifindex,
+        chain: c.chain,
+        prio: entry.priority,
+        handle: entry.handle,
+        protocol: c.protocol,
+        cookie: Some(c.cookie),
+        flow: Flow {
+            line: 0,
+            table: c.chain,
+            priority: c.cookie.priority,
+            cookie: c.cookie.user,
+            in_port: String::new(),
+            matches: Default::default(),
+            actions: Vec::new(),
+        },
+        unknown: Vec::new(),
+        flags: 0,
+        in_hw_count: None,
+        counters: Default::default(),
+        installed_secs: None,
+        idle_secs: None,
+    }
+}
+
+fn add_error(e: plexus_netlink::Error, flow: &Flow, policy: Policy) -> InstallError {
+    let no_classifier = matches!(&e, plexus_netlink::Error::NotSupported(k)
+        if k.errno == libc::ENOENT || k.ext_ack.as_deref().is_some_and(|m| m.contains("classifier")));
+    if no_classifier {
+        return InstallError::NoFlower(e);
+    }
+    if policy == Policy::HwOnly {
+        return InstallError::HwRefused {
+            line: flow.line,
+            port: flow.in_port.clone(),
+            reason: e.to_string(),
+        };
+    }
+    InstallError::Add {
+        line: flow.line,
+        port: flow.in_port.clone(),
+        source: e,
+    }
+}
+
+/// Which installed flows a `del` removes; every given field must match.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    /// Port (netdev name or alias, resolved through the port map).
+    pub in_port: Option<u32>,
+    /// Table.
+    pub table: Option<u32>,
+    /// Cookie and mask (`cookie=C/M` of `ovs-ofctl del-flows`).
+    pub cookie: Option<(u64, u64)>,
+}
+
+impl Selector {
+    /// Whether `f` is selected.
+    pub fn matches(&self, f: &InstalledFlow) -> bool {
+        self.in_port.is_none_or(|p| p == f.ifindex)
+            && self.table.is_none_or(|t| t == f.chain)
+            && self.cookie.is_none_or(|(c, m)| f.flow.cookie & m == c & m)
+    }
+}
+
+/// Deletes the selected Plexus filters; with everything gone from a port
+/// whose clsact holds nothing else, the qdisc goes too. Returns how many
+/// filters were deleted.
+///
+/// # Errors
+/// A dump or delete the kernel refused; deleting goes on for the rest and
+/// the first error is returned.
+pub fn delete_selected(
+    nl: &mut Netlink,
+    ports: &PortMap,
+    sel: &Selector,
+) -> Result<usize, plexus_netlink::Error> {
+    let mut first_err = None;
+    let mut n = 0;
+    let mut touched = Vec::new();
+    for f in installed(nl, ports)? {
+        if !sel.matches(&f) {
+            continue;
+        }
+        match delete(nl, &f) {
+            Ok(()) => {
+                n += 1;
+                touched.push(f.ifindex);
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    for i in touched {
+        if let Err(e) = remove_clsact_if_empty(nl, i) {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(n),
+    }
+}
+
+/// Removes a port's clsact when neither hook holds a filter any more.
+fn remove_clsact_if_empty(nl: &mut Netlink, ifindex: u32) -> Result<(), plexus_netlink::Error> {
+    for parent in [PARENT_INGRESS, PARENT_EGRESS] {
+        if !tc::dump_filters(nl, ifindex, parent, None)?.is_empty() {
+            return Ok(());
+        }
+    }
+    match tc::del_clsact(nl, ifindex) {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r,
+    }
+}
