@@ -71,3 +71,30 @@ pub fn feature(ifname: &str, name: &str) -> Option<bool> {
     let active = feats[2 + (bit / 32) * 4 + 2];
     Some(active & (1 << (bit % 32)) != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use plexus_testkit::NetNs;
+
+    use super::feature;
+
+    #[test]
+    fn reads_features_of_a_real_veth() {
+        let ns = NetNs::new().unwrap();
+        ns.sh("ip", &["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+        let (csum, tc, missing_dev, missing_feature) = ns.run(|| {
+            (
+                feature("v0", "tx-checksum-ip-generic"),
+                feature("v0", "hw-tc-offload"),
+                feature("nope0", "hw-tc-offload"),
+                feature("v0", "no-such-feature"),
+            )
+        });
+        // veth checksums in software for its peer (NETIF_F_HW_CSUM on) and
+        // has no tc offload (NETIF_F_HW_TC off): veth_setup.
+        assert_eq!(csum, Some(true));
+        assert_eq!(tc, Some(false));
+        assert_eq!(missing_dev, None);
+        assert_eq!(missing_feature, None);
+    }
+}
