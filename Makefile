@@ -29,7 +29,8 @@ demo: setup build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	shellcheck scripts/*.sh e2e/conformance/*.sh crates/netlink/tests/fixtures/*.sh
+	shellcheck scripts/*.sh e2e/conformance/*.sh crates/netlink/tests/fixtures/*.sh \
+		dpu-offload/tests/fixtures/flower/*.sh
 
 # The black-box tests run the built binaries, so build them first. nextest
 # gives every test its own process, which suits namespace tests.

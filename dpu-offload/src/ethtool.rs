@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn reads_features_of_a_real_veth() {
         let ns = NetNs::new().unwrap();
-        ns.sh("ip", &["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+        ns.sh(
+            "ip",
+            &["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+        );
         let (csum, tc, missing_dev, missing_feature) = ns.run(|| {
             (
                 feature("v0", "tx-checksum-ip-generic"),

@@ -39,7 +39,7 @@ pub enum InstallError {
     Compile(Vec<CompileError>),
     /// The kernel has no flower classifier; nothing was installed.
     #[error(
-        "this kernel has no tc flower classifier (cls_flower): {0}; nothing was installed (the eBPF back end needs no flower)"
+        "this kernel has no tc flower classifier (cls_flower); nothing was installed (the eBPF back end needs no flower)"
     )]
     NoFlower(#[source] plexus_netlink::Error),
     /// `hw-only` and the NIC refused a flow; what this run added was

@@ -44,7 +44,10 @@ fn connectx_host_in_switchdev_mode() {
                 ..VfSpec::connectx5()
             },
         ));
-        fake.switchdev_representor(DEFAULT_PF_BDF, RepresentorSpec::vf(&format!("enp59s0f0npf0vf{i}"), 0, i));
+        fake.switchdev_representor(
+            DEFAULT_PF_BDF,
+            RepresentorSpec::vf(&format!("enp59s0f0npf0vf{i}"), 0, i),
+        );
     }
     // A legacy-mode NIC beside it has no phys_switch_id: not an eSwitch.
     fake.pf(PfSpec {
@@ -53,28 +56,52 @@ fn connectx_host_in_switchdev_mode() {
         ..PfSpec::default()
     });
     let sys = Sysfs::new(fake.root());
-    let features = FakeFeatures(HashMap::from([("enp59s0f0np0", true), ("enp59s0f0npf0vf1", false)]));
+    let features = FakeFeatures(HashMap::from([
+        ("enp59s0f0np0", true),
+        ("enp59s0f0npf0vf1", false),
+    ]));
     let switches = eswitch::discover(&sys, &features);
     assert_eq!(switches.len(), 1, "{switches:#?}");
     let sw = &switches[0];
     assert_eq!(sw.switch_id, DEFAULT_SWITCH_ID);
     let names: Vec<&str> = sw.ports.iter().map(|r| r.netdev.as_str()).collect();
-    assert_eq!(names, ["enp59s0f0np0", "enp59s0f0npf0vf0", "enp59s0f0npf0vf1", "enp59s0f0npf0vf2"]);
+    assert_eq!(
+        names,
+        [
+            "enp59s0f0np0",
+            "enp59s0f0npf0vf0",
+            "enp59s0f0npf0vf1",
+            "enp59s0f0npf0vf2"
+        ]
+    );
     let uplink = sw.uplinks().next().unwrap();
     assert_eq!(uplink.flavour, Flavour::Uplink { port: 0 });
-    assert_eq!((uplink.aliases.as_slice(), uplink.pci.as_deref()), (&["p0".to_string()][..], Some(DEFAULT_PF_BDF)));
+    assert_eq!(
+        (uplink.aliases.as_slice(), uplink.pci.as_deref()),
+        (&["p0".to_string()][..], Some(DEFAULT_PF_BDF))
+    );
     assert_eq!(uplink.hw_tc_offload, Some(true));
     let r1 = sw.vf(0, 1).unwrap();
-    assert_eq!((r1.netdev.as_str(), r1.aliases.as_slice()), ("enp59s0f0npf0vf1", &["pf0vf1".to_string()][..]));
+    assert_eq!(
+        (r1.netdev.as_str(), r1.aliases.as_slice()),
+        ("enp59s0f0npf0vf1", &["pf0vf1".to_string()][..])
+    );
     assert_eq!(r1.hw_tc_offload, Some(false));
     assert_eq!(sw.vf(0, 2).unwrap().hw_tc_offload, None);
 
     // A pod's VF (by PCI address, as the device plugin hands it out) to
     // the representor the agent must wire.
     for (i, vf) in vfs.iter().enumerate() {
-        assert_eq!(eswitch::vf_representor(&sys, &vf.bdf), Some(format!("enp59s0f0npf0vf{i}")));
+        assert_eq!(
+            eswitch::vf_representor(&sys, &vf.bdf),
+            Some(format!("enp59s0f0npf0vf{i}"))
+        );
     }
-    assert_eq!(eswitch::vf_representor(&sys, DEFAULT_PF_BDF), None, "a PF has no VF representor");
+    assert_eq!(
+        eswitch::vf_representor(&sys, DEFAULT_PF_BDF),
+        None,
+        "a PF has no VF representor"
+    );
 
     // Flows may name ports by alias.
     let mut ports = PortMap::new();
@@ -82,7 +109,10 @@ fn connectx_host_in_switchdev_mode() {
         ports.insert(&r.netdev, 10 + i as u32);
     }
     eswitch::add_aliases(&mut ports, &switches);
-    assert_eq!((ports.ifindex("p0"), ports.ifindex("pf0vf2")), (Some(10), Some(13)));
+    assert_eq!(
+        (ports.ifindex("p0"), ports.ifindex("pf0vf2")),
+        (Some(10), Some(13))
+    );
     assert_eq!(ports.ifindex("pf0vf9"), None);
 }
 
@@ -112,19 +142,48 @@ fn bluefield_arm_side() {
     fake.switchdev_representor("0000:03:00.1", rep("pf1vf0", "c1pf1vf0", sw1));
     let sys = Sysfs::new(fake.root());
     let switches = eswitch::discover(&sys, &FakeFeatures(HashMap::new()));
-    assert_eq!(switches.iter().map(|s| s.switch_id.as_str()).collect::<Vec<_>>(), [sw0, sw1]);
+    assert_eq!(
+        switches
+            .iter()
+            .map(|s| s.switch_id.as_str())
+            .collect::<Vec<_>>(),
+        [sw0, sw1]
+    );
     let s0 = &switches[0];
     assert_eq!(s0.ports[0].netdev, "p0", "uplink first");
     let hpf = s0.ports.iter().find(|r| r.netdev == "pf0hpf").unwrap();
-    assert_eq!(hpf.flavour, Flavour::Pf { controller: Some(1), pf: 0 });
+    assert_eq!(
+        hpf.flavour,
+        Flavour::Pf {
+            controller: Some(1),
+            pf: 0
+        }
+    );
     assert_eq!(hpf.aliases, ["pf0hpf"]);
     let vf1 = s0.vf(0, 1).unwrap();
-    assert_eq!(vf1.flavour, Flavour::Vf { controller: Some(1), pf: 0, vf: 1 });
+    assert_eq!(
+        vf1.flavour,
+        Flavour::Vf {
+            controller: Some(1),
+            pf: 0,
+            vf: 1
+        }
+    );
     assert_eq!(vf1.aliases, ["pf0vf1", "c1pf0vf1"]);
     let sf = s0.ports.iter().find(|r| r.netdev == "en3f0pf0sf0").unwrap();
-    assert_eq!(sf.flavour, Flavour::Sf { controller: None, pf: 0, sf: 0 });
+    assert_eq!(
+        sf.flavour,
+        Flavour::Sf {
+            controller: None,
+            pf: 0,
+            sf: 0
+        }
+    );
     assert_eq!(switches[1].vf(1, 0).unwrap().netdev, "pf1vf0");
-    assert!(switches[1].vf(0, 0).is_none(), "VF 0 of PF 0 is on the other eSwitch");
+    assert!(
+        switches[1].vf(0, 0).is_none(),
+        "VF 0 of PF 0 is on the other eSwitch"
+    );
 
     let mut ports = PortMap::new();
     for (i, r) in switches.iter().flat_map(|s| &s.ports).enumerate() {
@@ -133,7 +192,10 @@ fn bluefield_arm_side() {
     eswitch::add_aliases(&mut ports, &switches);
     assert_eq!(ports.ifindex("c1pf0vf1"), ports.ifindex("pf0vf1"));
     assert_eq!(ports.ifindex("pf0sf0"), ports.ifindex("en3f0pf0sf0"));
-    assert_eq!(ports.ifindex("p1"), Some(ports.ifindex("pf1hpf").unwrap() - 1));
+    assert_eq!(
+        ports.ifindex("p1"),
+        Some(ports.ifindex("pf1hpf").unwrap() - 1)
+    );
 }
 
 #[test]
