@@ -4,7 +4,7 @@
 mod common;
 
 use common::{COOKIE, ports, vectors};
-use netlink_packet_core::DefaultNla;
+use netlink_packet_core::{DefaultNla, Emitable};
 use netlink_packet_route::tc::{
     TcActionAttribute, TcFilterFlowerOption as K, TcStats2, TcStatsBasic,
 };
@@ -105,9 +105,7 @@ fn every_vector_decodes_to_a_flow_that_compiles_to_the_same_bytes() {
             handle: 0,
             chain: (got.chain != 0).then_some(got.chain),
             kind: "flower".into(),
-            options: Some(flower::encode(
-                &flower::flower_options(&got.flow, &ports, policy, &COOKIE).unwrap(),
-            )),
+            options: Some(flower::encode_options(&got.flow, &ports, policy, &COOKIE).unwrap()),
         }
         .add_request()
         .encode(0);
@@ -144,6 +142,19 @@ fn with_hw_and_stats(options: &mut [K], in_hw: bool, stats: &[Vec<TcStats2>]) {
     }
 }
 
+/// Our bytes as netlink-packet-route's typed flower options (this also
+/// checks that the crate parses every attribute we write).
+fn typed(bytes: &[u8]) -> Vec<K> {
+    dump::parse_options(bytes).unwrap()
+}
+
+/// The typed options emitted again by the crate.
+fn emit(opts: &[K]) -> Vec<u8> {
+    let mut buf = vec![0u8; opts.buffer_len()];
+    opts.emit(&mut buf);
+    buf
+}
+
 fn basic(bytes: u64, packets: u32) -> TcStatsBasic {
     let mut b = TcStatsBasic::default();
     b.bytes = bytes;
@@ -156,7 +167,8 @@ fn offload_flags_and_counters_as_ovs_reads_them() {
     let ports = ports();
     let flow =
         parse_flow("in_port=veth0,ip,actions=mod_dl_dst:02:00:00:00:00:01,output:veth1").unwrap();
-    let mut opts = flower::flower_options(&flow, &ports, Policy::PreferHw, &COOKIE).unwrap();
+    let mut opts =
+        typed(&flower::encode_options(&flow, &ports, Policy::PreferHw, &COOKIE).unwrap());
     // pedit saw 10 packets (6 in hardware); mirred's 64-bit counter says
     // 5e9: the filter's count is the maximum over its actions, and
     // TCA_STATS_PKT64 overrides the 32-bit one.
@@ -184,7 +196,7 @@ fn offload_flags_and_counters_as_ovs_reads_them() {
     );
     let mut w = plexus_netlink::AttrWriter::new();
     w.put_str(1, "flower");
-    w.put(2, &flower::encode(&opts));
+    w.put(2, &emit(&opts));
     payload.extend_from_slice(w.as_bytes());
     let f = dump::decode(&entry(payload), &ports).unwrap().unwrap();
     assert_eq!((f.location(), f.in_hw_count), (Location::Hw, Some(2)));
@@ -200,7 +212,8 @@ fn offload_flags_and_counters_as_ovs_reads_them() {
     assert_eq!(f.flow.actions, flow.actions);
 
     // Refused by the NIC: NOT_IN_HW.
-    let mut opts = flower::flower_options(&flow, &ports, Policy::PreferHw, &COOKIE).unwrap();
+    let mut opts =
+        typed(&flower::encode_options(&flow, &ports, Policy::PreferHw, &COOKIE).unwrap());
     with_hw_and_stats(&mut opts, false, &[]);
     let mut payload = plexus_netlink::tc::tcmsg(
         3,
@@ -210,7 +223,7 @@ fn offload_flags_and_counters_as_ovs_reads_them() {
     );
     let mut w = plexus_netlink::AttrWriter::new();
     w.put_str(1, "flower");
-    w.put(2, &flower::encode(&opts));
+    w.put(2, &emit(&opts));
     payload.extend_from_slice(w.as_bytes());
     let f = dump::decode(&entry(payload), &ports).unwrap().unwrap();
     assert_eq!(
@@ -236,8 +249,7 @@ fn filters_outside_our_range_or_without_our_cookie_are_not_ours() {
     let flow = parse_flow(&v.flow).unwrap();
     let mut other = COOKIE;
     other[0] = b'Q';
-    let opts =
-        flower::encode(&flower::flower_options(&flow, &ports, Policy::PreferHw, &other).unwrap());
+    let opts = flower::encode_options(&flow, &ports, Policy::PreferHw, &other).unwrap();
     let mut payload = plexus_netlink::tc::tcmsg(
         3,
         9,

@@ -22,7 +22,7 @@ fn dump(b: &[u8]) -> String {
 
 fn ours(v: &Vector) -> Vec<u8> {
     let flow = parse_flow(&v.flow).unwrap_or_else(|e| panic!("{}: {e}", v.name));
-    let options = flower::flower_options(&flow, &ports(), v.policy, &COOKIE)
+    let options = flower::encode_options(&flow, &ports(), v.policy, &COOKIE)
         .unwrap_or_else(|e| panic!("{}: {e}", v.name));
     TcFilter {
         ifindex: VETH0,
@@ -32,7 +32,7 @@ fn ours(v: &Vector) -> Vec<u8> {
         handle: 0,
         chain: (flow.table != 0).then_some(flow.table),
         kind: "flower".into(),
-        options: Some(flower::encode(&options)),
+        options: Some(options),
     }
     .add_request()
     .encode(0)

@@ -32,6 +32,18 @@ impl AttrWriter {
         Self::default()
     }
 
+    /// A run appended to `buf` (e.g. after a fixed header), which it keeps.
+    pub fn from_vec(buf: Vec<u8>) -> Self {
+        Self { buf }
+    }
+
+    /// An empty run with room for `n` bytes.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(n),
+        }
+    }
+
     /// Appends one attribute with `value` and pads it to 4 bytes.
     ///
     /// # Panics
@@ -73,10 +85,13 @@ impl AttrWriter {
 
     /// A NUL-terminated string attribute (`NLA_STRING`/`NLA_NUL_STRING`).
     pub fn put_str(&mut self, kind: u16, s: &str) -> &mut Self {
-        let mut v = Vec::with_capacity(s.len() + 1);
-        v.extend_from_slice(s.as_bytes());
-        v.push(0);
-        self.put(kind, &v)
+        let len = u16::try_from(NLA_HDRLEN + s.len() + 1).expect("netlink attribute over 64 KiB");
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.push(0);
+        self.buf.resize(align4(self.buf.len()), 0);
+        self
     }
 
     /// A flag attribute (no value).
@@ -86,10 +101,20 @@ impl AttrWriter {
 
     /// A nested attribute whose contents `f` writes. `kind` is used as is:
     /// add [`NLA_F_NESTED`] where the kernel or iproute2 does.
+    ///
+    /// Written in place: the header goes first and its length is filled
+    /// in once `f` is done, so nesting costs no copy.
+    ///
+    /// # Panics
+    /// If the contents exceed 64 KiB.
     pub fn nest(&mut self, kind: u16, f: impl FnOnce(&mut Self)) -> &mut Self {
-        let mut inner = Self::new();
-        f(&mut inner);
-        self.put(kind, &inner.buf)
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        f(self);
+        let len = u16::try_from(self.buf.len() - start).expect("netlink attribute over 64 KiB");
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        self
     }
 
     /// The encoded bytes so far.

@@ -57,7 +57,14 @@ const TCMSG_LEN: usize = 20;
 /// `struct tcmsg`: family (`AF_UNSPEC`), 3 pad bytes, ifindex, handle,
 /// parent, info — all host order.
 pub fn tcmsg(ifindex: u32, handle: u32, parent: u32, info: u32) -> Vec<u8> {
-    let mut v = vec![0u8; 4];
+    tcmsg_with_room(ifindex, handle, parent, info, 0)
+}
+
+/// [`tcmsg`] in a buffer with room for `extra` more bytes (the attributes
+/// that follow), so appending them does not reallocate.
+pub fn tcmsg_with_room(ifindex: u32, handle: u32, parent: u32, info: u32, extra: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(TCMSG_LEN + extra);
+    v.extend_from_slice(&[0u8; 4]);
     v.extend_from_slice(&ifindex.to_ne_bytes());
     v.extend_from_slice(&handle.to_ne_bytes());
     v.extend_from_slice(&parent.to_ne_bytes());
@@ -95,15 +102,18 @@ pub struct TcFilter {
 
 impl TcFilter {
     fn payload(&self, with_options: bool) -> Vec<u8> {
-        let mut p = tcmsg(
+        let opts_len = self.options.as_ref().map_or(0, Vec::len);
+        let p = tcmsg_with_room(
             self.ifindex,
             self.handle,
             self.parent,
             filter_info(self.priority, self.protocol),
+            // NLMSG header room too: Request::encode copies into one buffer.
+            32 + self.kind.len() + opts_len,
         );
         // Attribute order as tc sends it: TCA_CHAIN (parsed with the
         // arguments), then TCA_KIND and TCA_OPTIONS (added after parsing).
-        let mut w = AttrWriter::new();
+        let mut w = AttrWriter::from_vec(p);
         if let Some(chain) = self.chain {
             w.put_u32(TCA_CHAIN, chain);
         }
@@ -115,8 +125,7 @@ impl TcFilter {
             // as NLA_NESTED either way.
             w.put(TCA_OPTIONS, opts);
         }
-        p.extend_from_slice(w.as_bytes());
-        p
+        w.into_bytes()
     }
 
     fn describe(&self, verb: &str) -> Op {
