@@ -9,6 +9,7 @@
 //! - [`flower`]: the tc-flower compiler (pure).
 //! - [`dump`]: flower filters read back: flow, `in_hw`, counters.
 //! - [`install`]: apply / delete / flush against the kernel.
+//! - [`selfcheck`]: invariants for the fuzz target.
 //!
 //! ```
 //! use plexus_dpu_offload::{flower::{self, Policy, PortMap}, parse::parse_flows};
@@ -29,3 +30,4 @@ pub mod flow;
 pub mod flower;
 pub mod install;
 pub mod parse;
+pub mod selfcheck;
