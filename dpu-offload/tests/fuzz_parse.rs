@@ -102,7 +102,7 @@ fn mutated_flow_files_keep_every_invariant() {
     corpus.push(
         "in_port=p0,arp,arp_op=2,nw_src=10.0.0.0/255.0.255.0,actions=output:p1,output:p2".into(),
     );
-    let mut rng = Rng(0x5eed_0f_f10e);
+    let mut rng = Rng(0x005e_ed0f_f10e);
     let (mut parsed, mut total) = (0, 0);
     for _ in 0..40_000 {
         let input = mutate(&mut rng, &corpus);
