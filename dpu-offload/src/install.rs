@@ -230,6 +230,68 @@ pub fn delete(nl: &mut Netlink, f: &InstalledFlow) -> Result<(), plexus_netlink:
     }
 }
 
+/// What an apply must do, decided before anything is sent.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    /// Flows (by table index) already installed exactly as compiled.
+    pub kept: HashMap<usize, &'a InstalledFlow>,
+    /// Flows to add.
+    pub to_add: Vec<&'a CompiledFlow>,
+    /// Stale filters to delete before adding: they sit in a preference a
+    /// new filter of another protocol needs (a tc preference holds one
+    /// protocol).
+    pub early: Vec<&'a InstalledFlow>,
+    /// Stale filters to delete after adding (make before break): changed
+    /// flows' old versions, flows no longer in the table, crash leftovers.
+    pub late: Vec<&'a InstalledFlow>,
+}
+
+/// Diffs the compiled table against Plexus's installed filters. A filter
+/// is kept when port, chain, preference and cookie all match: the cookie's
+/// digest covers the match, the actions, their ports and the policy.
+pub fn plan<'a>(compiled: &'a [CompiledFlow], installed: &'a [InstalledFlow]) -> Plan<'a> {
+    let mut pool: HashMap<(u32, u32, u16, [u8; 16]), Vec<&InstalledFlow>> = HashMap::new();
+    for f in installed {
+        let cookie = f
+            .cookie
+            .map(flower::FlowCookie::to_bytes)
+            .unwrap_or_default();
+        pool.entry((f.ifindex, f.chain, f.prio, cookie))
+            .or_default()
+            .push(f);
+    }
+    let mut kept = HashMap::new();
+    let mut to_add = Vec::new();
+    for c in compiled {
+        match pool
+            .get_mut(&(c.ifindex, c.chain, c.prio, c.cookie.to_bytes()))
+            .and_then(Vec::pop)
+        {
+            Some(f) => {
+                kept.insert(c.index, f);
+            }
+            None => to_add.push(c),
+        }
+    }
+    let wanted: HashMap<(u32, u32, u16), u16> = compiled
+        .iter()
+        .map(|c| ((c.ifindex, c.chain, c.prio), c.protocol))
+        .collect();
+    let mut stale: Vec<&InstalledFlow> = pool.into_values().flatten().collect();
+    stale.sort_by_key(|f| (f.ifindex, f.chain, f.prio, f.handle));
+    let (early, late) = stale.into_iter().partition(|f| {
+        wanted
+            .get(&(f.ifindex, f.chain, f.prio))
+            .is_some_and(|p| *p != f.protocol)
+    });
+    Plan {
+        kept,
+        to_add,
+        early,
+        late,
+    }
+}
+
 /// Installs `flows` with `policy` and removes every other Plexus filter.
 ///
 /// # Errors
@@ -244,50 +306,12 @@ pub fn apply(
 ) -> Result<ApplyReport, InstallError> {
     let compiled = flower::compile(flows, ports, policy).map_err(InstallError::Compile)?;
     let before = installed(nl, ports)?;
-
-    // Which desired filters are already there, exactly as compiled (same
-    // port, chain, preference and cookie: the cookie's digest covers the
-    // match, the actions, their ports and the policy).
-    let mut pool: HashMap<(u32, u32, u16, [u8; 16]), Vec<&InstalledFlow>> = HashMap::new();
-    for f in &before {
-        pool.entry((
-            f.ifindex,
-            f.chain,
-            f.prio,
-            f.cookie
-                .map(flower::FlowCookie::to_bytes)
-                .unwrap_or_default(),
-        ))
-        .or_default()
-        .push(f);
-    }
-    let mut kept: HashMap<usize, &InstalledFlow> = HashMap::new();
-    let mut to_add: Vec<&CompiledFlow> = Vec::new();
-    for c in &compiled {
-        match pool
-            .get_mut(&(c.ifindex, c.chain, c.prio, c.cookie.to_bytes()))
-            .and_then(Vec::pop)
-        {
-            Some(f) => {
-                kept.insert(c.index, f);
-            }
-            None => to_add.push(c),
-        }
-    }
-    let stale: Vec<&InstalledFlow> = pool.into_values().flatten().collect();
-
-    // A tc preference holds filters of one protocol: stale filters in a
-    // preference a new filter of another protocol needs go first.
-    let wanted: HashMap<(u32, u32, u16), u16> = compiled
-        .iter()
-        .map(|c| ((c.ifindex, c.chain, c.prio), c.protocol))
-        .collect();
-    let (early, late): (Vec<&InstalledFlow>, Vec<&InstalledFlow>) =
-        stale.into_iter().partition(|f| {
-            wanted
-                .get(&(f.ifindex, f.chain, f.prio))
-                .is_some_and(|p| *p != f.protocol)
-        });
+    let Plan {
+        kept,
+        to_add,
+        early,
+        late,
+    } = plan(&compiled, &before);
     for f in &early {
         delete(nl, f)?;
     }
