@@ -70,7 +70,7 @@ fn mutate(rng: &mut Rng, s: &str) -> String {
                         .find("]}")
                         .map_or(s.len(), |j| i + j + 2)
                         .min(s.len());
-                    let pool = s[i..j].as_bytes().to_vec();
+                    let pool = s.as_bytes()[i..j].to_vec();
                     if let Some(k) = b.iter().position(|c| *c == b'[') {
                         let mut ins = pool;
                         ins.push(b',');
