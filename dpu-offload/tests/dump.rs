@@ -27,6 +27,21 @@ fn entry(payload: Vec<u8>) -> TcFilterEntry {
     .unwrap()
 }
 
+/// An RTM_NEWTFILTER payload for a flower filter on ifindex 3, handle 9.
+fn filter_payload(pref: u16, protocol: u16, options: &[u8]) -> Vec<u8> {
+    let mut payload = plexus_netlink::tc::tcmsg(
+        3,
+        9,
+        PARENT_INGRESS,
+        plexus_netlink::tc::filter_info(pref, protocol),
+    );
+    let mut w = plexus_netlink::AttrWriter::new();
+    w.put_str(1, "flower");
+    w.put(2, options);
+    payload.extend_from_slice(w.as_bytes());
+    payload
+}
+
 /// The payload of a compiled request, as the kernel would echo it: the
 /// same message with the handle it chose.
 fn echoed(request: &[u8], handle: u32) -> Vec<u8> {
@@ -42,12 +57,7 @@ fn a_real_kernel_dump() {
         "/tests/fixtures/dump/kernel_flower_mirred.hex"
     ))
     .unwrap();
-    let hex: String = text.lines().filter(|l| !l.starts_with('#')).collect();
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    let e = entry(bytes);
+    let e = entry(plexus_testkit::bytes::hex_fixture(&text));
     let mut p = PortMap::new();
     p.insert("veth1", 8);
     p.insert("veth1.peer", 7);
@@ -188,16 +198,7 @@ fn offload_flags_and_counters_as_ovs_reads_them() {
         ],
     );
     opts.insert(opts.len() - 1, K::InHwCount(2));
-    let mut payload = plexus_netlink::tc::tcmsg(
-        3,
-        9,
-        PARENT_INGRESS,
-        plexus_netlink::tc::filter_info(flower::PRIO_BASE, 0x0800),
-    );
-    let mut w = plexus_netlink::AttrWriter::new();
-    w.put_str(1, "flower");
-    w.put(2, &emit(&opts));
-    payload.extend_from_slice(w.as_bytes());
+    let payload = filter_payload(flower::PRIO_BASE, 0x0800, &emit(&opts));
     let f = dump::decode(&entry(payload), &ports).unwrap().unwrap();
     assert_eq!((f.location(), f.in_hw_count), (Location::Hw, Some(2)));
     assert_eq!(
@@ -215,16 +216,7 @@ fn offload_flags_and_counters_as_ovs_reads_them() {
     let mut opts =
         typed(&flower::encode_options(&flow, &ports, Policy::PreferHw, &COOKIE).unwrap());
     with_hw_and_stats(&mut opts, false, &[]);
-    let mut payload = plexus_netlink::tc::tcmsg(
-        3,
-        9,
-        PARENT_INGRESS,
-        plexus_netlink::tc::filter_info(flower::PRIO_BASE, 0x0800),
-    );
-    let mut w = plexus_netlink::AttrWriter::new();
-    w.put_str(1, "flower");
-    w.put(2, &emit(&opts));
-    payload.extend_from_slice(w.as_bytes());
+    let payload = filter_payload(flower::PRIO_BASE, 0x0800, &emit(&opts));
     let f = dump::decode(&entry(payload), &ports).unwrap().unwrap();
     assert_eq!(
         (f.location(), f.location().name()),
@@ -250,15 +242,6 @@ fn filters_outside_our_range_or_without_our_cookie_are_not_ours() {
     let mut other = COOKIE;
     other[0] = b'Q';
     let opts = flower::encode_options(&flow, &ports, Policy::PreferHw, &other).unwrap();
-    let mut payload = plexus_netlink::tc::tcmsg(
-        3,
-        9,
-        PARENT_INGRESS,
-        plexus_netlink::tc::filter_info(v.pref, 3),
-    );
-    let mut w = plexus_netlink::AttrWriter::new();
-    w.put_str(1, "flower");
-    w.put(2, &opts);
-    payload.extend_from_slice(w.as_bytes());
+    let payload = filter_payload(v.pref, 3, &opts);
     assert_eq!(dump::decode(&entry(payload), &ports).unwrap(), None);
 }

@@ -9,16 +9,7 @@ mod common;
 use common::{COOKIE, VETH0, Vector, ports, vectors};
 use plexus_dpu_offload::{flower, parse::parse_flow};
 use plexus_netlink::tc::{PARENT_INGRESS, TcFilter};
-
-fn dump(b: &[u8]) -> String {
-    b.chunks(16)
-        .enumerate()
-        .map(|(i, c)| {
-            let hex: Vec<String> = c.iter().map(|b| format!("{b:02x}")).collect();
-            format!("{:04x}: {}\n", i * 16, hex.join(" "))
-        })
-        .collect()
-}
+use plexus_testkit::bytes::hexdump;
 
 fn ours(v: &Vector) -> Vec<u8> {
     let flow = parse_flow(&v.flow).unwrap_or_else(|e| panic!("{}: {e}", v.name));
@@ -57,8 +48,8 @@ fn every_vector_matches_iproute2() {
                 "{} ({})\n--- iproute2\n{}--- ours\n{}",
                 v.name,
                 v.flow,
-                dump(&want),
-                dump(&got)
+                hexdump(&want),
+                hexdump(&got)
             ));
         }
     }

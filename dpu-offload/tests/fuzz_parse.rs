@@ -6,22 +6,7 @@
 mod common;
 
 use plexus_dpu_offload::selfcheck;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use plexus_testkit::bytes::Rng;
 
 const ALPHABET: &[u8] = b",=:/()0123456789abcdefx.-+ #\n_";
 const WORDS: &[&str] = &[
@@ -102,7 +87,7 @@ fn mutated_flow_files_keep_every_invariant() {
     corpus.push(
         "in_port=p0,arp,arp_op=2,nw_src=10.0.0.0/255.0.255.0,actions=output:p1,output:p2".into(),
     );
-    let mut rng = Rng(0x005e_ed0f_f10e);
+    let mut rng = Rng::new(0x005e_ed0f_f10e);
     let (mut parsed, mut total) = (0, 0);
     for _ in 0..40_000 {
         let input = mutate(&mut rng, &corpus);

@@ -5,21 +5,7 @@
 //! never changes the result, as with Go's decoder.
 
 use plexus_sriov_device_plugin::config::{self, Config};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use plexus_testkit::bytes::Rng;
 
 const CORPUS: &[&str] = &[
     r#"{"resourceList":[{"resourceName":"x710_net","selectors":[{"vendors":["8086"],"devices":["154c"],"drivers":["iavf"],"pfNames":["ens1f0#1-3"]}]}]}"#,
@@ -140,7 +126,7 @@ fn recase(rng: &mut Rng, text: &str) -> String {
 
 #[test]
 fn mutated_configs_keep_every_invariant() {
-    let mut rng = Rng(0x00c0_ff1e_5eed);
+    let mut rng = Rng::new(0x00c0_ff1e_5eed);
     let mut kept = 0;
     for i in 0..30_000 {
         let base = CORPUS[i % CORPUS.len()];

@@ -11,6 +11,8 @@
 
 use std::net::IpAddr;
 
+use plexus_testkit::bytes::{hex_fixture, hexdump};
+
 use plexus_netlink::{
     IpFamily, MacAddr, Request, addr, link,
     link::MacvlanMode,
@@ -27,26 +29,7 @@ const NETNS_FD: i32 = 4;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/{name}.hex", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let hex: String = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
-        .collect();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex fixture"))
-        .collect()
-}
-
-fn dump(b: &[u8]) -> String {
-    b.chunks(16)
-        .enumerate()
-        .map(|(i, c)| {
-            let hex: Vec<String> = c.iter().map(|b| format!("{b:02x}")).collect();
-            format!("{:04x}: {}\n", i * 16, hex.join(" "))
-        })
-        .collect()
+    hex_fixture(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
 
 fn assert_golden(name: &str, req: &Request) {
@@ -60,8 +43,8 @@ fn assert_golden(name: &str, req: &Request) {
     assert!(
         want == got,
         "{name}: encoded request differs from iproute2's\n--- iproute2\n{}--- ours\n{}",
-        dump(&want),
-        dump(&got)
+        hexdump(&want),
+        hexdump(&got)
     );
 }
 

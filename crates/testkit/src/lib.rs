@@ -26,6 +26,7 @@
 //! ```
 
 pub mod apiserver;
+pub mod bytes;
 pub mod kubelet;
 pub mod netns;
 pub mod sysfs;

@@ -54,20 +54,12 @@ pub fn vectors() -> Vec<Vector> {
             Some((f, p)) => (f.to_owned(), p.parse().unwrap()),
             None => (flow_line.clone(), Policy::PreferHw),
         };
-        let hex: String = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
-            .collect();
         out.push(Vector {
             name: path.file_stem().unwrap().to_string_lossy().into_owned(),
             flow,
             policy,
             pref: header("pref").parse().unwrap(),
-            bytes: (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect(),
+            bytes: plexus_testkit::bytes::hex_fixture(&text),
         });
     }
     out
