@@ -531,7 +531,10 @@ pub fn delete_selected(
 }
 
 /// Removes a port's clsact when neither hook holds a filter any more.
-fn remove_clsact_if_empty(nl: &mut Netlink, ifindex: u32) -> Result<(), plexus_netlink::Error> {
+pub(crate) fn remove_clsact_if_empty(
+    nl: &mut Netlink,
+    ifindex: u32,
+) -> Result<(), plexus_netlink::Error> {
     for parent in [PARENT_INGRESS, PARENT_EGRESS] {
         if !tc::dump_filters(nl, ifindex, parent, None)?.is_empty() {
             return Ok(());

@@ -23,7 +23,9 @@
 //! assert_eq!((filters[0].ifindex, filters[0].protocol), (7, 0x0800));
 //! ```
 
+pub mod datapath;
 pub mod dump;
+pub mod ebpf;
 pub mod eswitch;
 mod ethtool;
 pub mod flow;

@@ -3,6 +3,7 @@
 //! - [`netns`]: throwaway named network namespaces (`/run/netns/<name>`).
 //! - [`sysfs`]: fake sysfs trees for SR-IOV device discovery tests.
 //! - [`vf`]: "emulated VFs", veth pairs registered as VF netdevs in a fake sysfs.
+//! - [`bpffs`]: a private BPF filesystem per test, for pinned maps.
 //! - [`apiserver`]: a Kubernetes API server stand-in over real HTTP.
 //! - [`kubelet`]: a kubelet stand-in for its gRPC APIs on unix sockets.
 //!
@@ -26,6 +27,7 @@
 //! ```
 
 pub mod apiserver;
+pub mod bpffs;
 pub mod bytes;
 pub mod kubelet;
 pub mod netns;
@@ -33,6 +35,7 @@ pub mod sysfs;
 pub mod vf;
 
 pub use apiserver::FakeApiServer;
+pub use bpffs::BpfFs;
 pub use kubelet::{FakeDeviceManager, FakeKubelet};
 pub use netns::{NetNs, netns_exists};
 pub use sysfs::{FakeSysfs, NetdevSpec, PciDev, PfSpec, RepresentorSpec, VfSpec};

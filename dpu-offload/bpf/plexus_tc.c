@@ -1,0 +1,459 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+/*
+ * Plexus eBPF flow datapath: a tc classifier (clsact ingress, direct
+ * action) that runs an OpenFlow-style flow table held in BPF maps.
+ *
+ * Tuple-space search: every flow of a (port, table) belongs to the subtable
+ * of its mask; a subtable is one hash lookup of the packet key ANDed with
+ * the mask. Subtables are tried in order of the highest priority they hold,
+ * and the search stops once no later subtable can beat the best match.
+ *
+ * Two generations of the table live in the maps; px_active names the one
+ * packets use. User space writes the other generation, flips px_active with
+ * one map update, then deletes the old one: a packet sees the old table or
+ * the new one, never a mix, and flows in both keep their counter slot.
+ *
+ * The layouts below are mirrored by dpu-offload/src/ebpf.rs (a test checks
+ * the sizes against this object's BTF). Multi-byte packet fields stay in
+ * network order; ifindex, table, tci and the action arguments are host order.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define PX_MAX_FLOWS 65536 /* flows per generation */
+#define PX_MAX_TABLES 4096 /* (port, table) pairs per generation */
+#define PX_MASK_SLOTS 1024 /* distinct masks per generation */
+#define PX_MAX_MASKS 32    /* subtables per (port, table) */
+#define PX_MAX_ACTIONS 16
+#define PX_MAX_STAGES 8    /* tables one packet visits */
+#define PX_KEY_WORDS 9     /* sizeof(struct px_key) / 8 */
+
+/* Datapath counters after the per-flow slots. */
+#define PX_SLOT_MISS PX_MAX_FLOWS
+#define PX_SLOT_ERROR (PX_MAX_FLOWS + 1)
+#define PX_STATS (PX_MAX_FLOWS + 2)
+
+#define PX_PCP_NONE 0xff
+#define PX_TCI_PRESENT 0x1000 /* the CFI/DEI bit, as OVS uses it: "tagged" */
+
+enum px_act_kind {
+	PX_ACT_MIRROR = 1,   /* bpf_clone_redirect to egress of arg */
+	PX_ACT_REDIRECT = 2, /* bpf_redirect to egress of arg; last action */
+	PX_ACT_DROP = 3,
+	PX_ACT_GOTO = 4, /* continue in table arg */
+	PX_ACT_VLAN_POP = 5,
+	PX_ACT_VLAN_PUSH = 6,   /* tpid, vid, pcp */
+	PX_ACT_VLAN_MODIFY = 7, /* vid, pcp (tc's vlan modify) */
+	PX_ACT_SET_DST = 8,     /* mac */
+	PX_ACT_SET_SRC = 9,     /* mac */
+};
+
+struct px_key {
+	__u32 ifindex;
+	__u32 table;
+	__u8 dl_dst[6];
+	__u8 dl_src[6];
+	__be16 tpid;  /* outer tag's TPID, 0 when untagged */
+	__u16 tci;    /* vid | pcp << 13 | PX_TCI_PRESENT, 0 when untagged */
+	__be16 eth_type;
+	__u8 nw_proto; /* IP protocol, or the ARP opcode's low byte */
+	__u8 nw_tos;
+	__u8 nw_ttl;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 pad0;
+	__u8 nw_src[16]; /* IPv4 and ARP in the first four bytes */
+	__u8 nw_dst[16];
+	__be16 tp_src;
+	__be16 tp_dst;
+	__be16 tcp_flags; /* the 12 flag bits of TCP's offset/flags word */
+	__u16 pad1;
+};
+
+struct px_lookup {
+	__u32 mask_id; /* generation * PX_MASK_SLOTS + mask */
+	__u32 pad;
+	struct px_key key; /* already masked */
+};
+
+struct px_action {
+	__u8 kind;
+	__u8 pcp; /* PX_PCP_NONE: keep (modify) or 0 (push) */
+	__be16 tpid;
+	__u16 vid;
+	__u8 mac[6];
+	__u32 arg; /* ifindex or table */
+};
+
+struct px_flow {
+	__u32 slot; /* index into px_stats */
+	__u16 priority;
+	__u8 n_actions;
+	__u8 pad;
+	__u64 cookie;
+	struct px_action act[PX_MAX_ACTIONS];
+};
+
+struct px_table_key {
+	__u32 gen;
+	__u32 ifindex;
+	__u32 table;
+};
+
+struct px_table {
+	__u32 n_masks;
+	__u32 pad;
+	__u32 mask_id[PX_MAX_MASKS];  /* by max_prio, highest first */
+	__u32 max_prio[PX_MAX_MASKS]; /* highest priority in that subtable */
+};
+
+struct px_counter {
+	__u64 packets;
+	__u64 bytes; /* frame bytes as on the wire, tag included, no FCS */
+};
+
+/* dpu-offload/src/ebpf.rs asserts the same. */
+_Static_assert(sizeof(struct px_key) == 72, "px_key");
+_Static_assert(__builtin_offsetof(struct px_key, tpid) == 20, "px_key.tpid");
+_Static_assert(__builtin_offsetof(struct px_key, eth_type) == 24, "px_key.eth_type");
+_Static_assert(__builtin_offsetof(struct px_key, nw_src) == 32, "px_key.nw_src");
+_Static_assert(__builtin_offsetof(struct px_key, tp_src) == 64, "px_key.tp_src");
+_Static_assert(sizeof(struct px_lookup) == 80, "px_lookup");
+_Static_assert(sizeof(struct px_action) == 16, "px_action");
+_Static_assert(sizeof(struct px_flow) == 16 + 16 * PX_MAX_ACTIONS, "px_flow");
+_Static_assert(sizeof(struct px_table_key) == 12, "px_table_key");
+_Static_assert(sizeof(struct px_table) == 8 + 8 * PX_MAX_MASKS, "px_table");
+_Static_assert(sizeof(struct px_counter) == 16, "px_counter");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} px_active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * PX_MAX_TABLES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct px_table_key);
+	__type(value, struct px_table);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} px_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * PX_MASK_SLOTS);
+	__type(key, __u32);
+	__type(value, struct px_key);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} px_masks SEC(".maps");
+
+/* Not preallocated: memory follows the table, and an element a packet still
+ * reads after user space deleted it is freed only after RCU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * PX_MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct px_lookup);
+	__type(value, struct px_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} px_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PX_STATS);
+	__type(key, __u32);
+	__type(value, struct px_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} px_stats SEC(".maps");
+
+static __always_inline void count(__u32 slot, __u64 bytes)
+{
+	struct px_counter *c = bpf_map_lookup_elem(&px_stats, &slot);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline __u64 wire_len(struct __sk_buff *skb)
+{
+	return skb->len + (skb->vlan_present ? 4 : 0);
+}
+
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
+#define IPPROTO_SCTP 132
+
+/* The key of the packet as it is now: what flower's dissector would see. */
+static __always_inline void parse(struct __sk_buff *skb, struct px_key *k)
+{
+	__u32 ifindex = k->ifindex, table = k->table;
+	__u8 eth[14];
+	__u32 l4 = 0;
+	__u8 proto = 0;
+	int v6 = 0;
+
+	__builtin_memset(k, 0, sizeof(*k));
+	k->ifindex = ifindex;
+	k->table = table;
+	if (skb->vlan_present) {
+		k->tpid = (__be16)skb->vlan_proto;
+		k->tci = (skb->vlan_tci & ~PX_TCI_PRESENT) | PX_TCI_PRESENT;
+	}
+	if (bpf_skb_load_bytes(skb, 0, eth, sizeof(eth)) < 0)
+		return;
+	__builtin_memcpy(k->dl_dst, eth, 6);
+	__builtin_memcpy(k->dl_src, eth + 6, 6);
+	__builtin_memcpy(&k->eth_type, eth + 12, 2);
+
+	if (k->eth_type == bpf_htons(ETH_P_IP)) {
+		__u8 ip[20];
+		__u32 ihl;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, ip, sizeof(ip)) < 0)
+			return;
+		ihl = (ip[0] & 0x0f) * 4;
+		k->nw_tos = ip[1];
+		k->nw_ttl = ip[8];
+		k->nw_proto = proto = ip[9];
+		__builtin_memcpy(k->nw_src, ip + 12, 4);
+		__builtin_memcpy(k->nw_dst, ip + 16, 4);
+		/* Later fragments carry no transport header. */
+		if (ihl < 20 || ((ip[6] & 0x1f) | ip[7]))
+			return;
+		l4 = ETH_HLEN + ihl;
+	} else if (k->eth_type == bpf_htons(ETH_P_IPV6)) {
+		__u8 ip6[40];
+		__u8 ext[8];
+		int i;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, ip6, sizeof(ip6)) < 0)
+			return;
+		k->nw_tos = (ip6[0] << 4) | (ip6[1] >> 4);
+		k->nw_ttl = ip6[7];
+		__builtin_memcpy(k->nw_src, ip6 + 8, 16);
+		__builtin_memcpy(k->nw_dst, ip6 + 24, 16);
+		proto = ip6[6];
+		l4 = ETH_HLEN + 40;
+		v6 = 1;
+		/* Walk extension headers as the flow dissector does. */
+		for (i = 0; i < 4; i++) {
+			if (proto != 0 && proto != 43 && proto != 44 && proto != 60)
+				break;
+			if (bpf_skb_load_bytes(skb, l4, ext, sizeof(ext)) < 0)
+				return;
+			if (proto == 44) {
+				/* Fragment header: L4 only in the first fragment. */
+				if ((ext[2] << 5 | ext[3] >> 3) != 0) {
+					k->nw_proto = ext[0];
+					return;
+				}
+				proto = ext[0];
+				l4 += 8;
+			} else {
+				proto = ext[0];
+				l4 += (ext[1] + 1) * 8;
+			}
+		}
+		k->nw_proto = proto;
+	} else if (k->eth_type == bpf_htons(ETH_P_ARP)) {
+		__u8 arp[28];
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, arp, sizeof(arp)) < 0)
+			return;
+		/* Ethernet/IPv4 ARP only, as flower. */
+		if (arp[0] != 0 || arp[1] != 1 || arp[2] != 0x08 || arp[3] != 0 ||
+		    arp[4] != 6 || arp[5] != 4)
+			return;
+		k->nw_proto = arp[7];
+		__builtin_memcpy(k->nw_src, arp + 14, 4);
+		__builtin_memcpy(k->nw_dst, arp + 24, 4);
+		return;
+	} else {
+		return;
+	}
+
+	if (proto == IPPROTO_TCP) {
+		__u8 t[14];
+
+		if (bpf_skb_load_bytes(skb, l4, t, sizeof(t)) < 0)
+			return;
+		__builtin_memcpy(&k->tp_src, t, 2);
+		__builtin_memcpy(&k->tp_dst, t + 2, 2);
+		k->tcp_flags = bpf_htons(((t[12] & 0x0f) << 8) | t[13]);
+	} else if (proto == IPPROTO_UDP || proto == IPPROTO_SCTP) {
+		__u8 u[4];
+
+		if (bpf_skb_load_bytes(skb, l4, u, sizeof(u)) < 0)
+			return;
+		__builtin_memcpy(&k->tp_src, u, 2);
+		__builtin_memcpy(&k->tp_dst, u + 2, 2);
+	} else if ((!v6 && proto == IPPROTO_ICMP) || (v6 && proto == IPPROTO_ICMPV6)) {
+		__u8 c[2];
+
+		if (bpf_skb_load_bytes(skb, l4, c, sizeof(c)) < 0)
+			return;
+		k->icmp_type = c[0];
+		k->icmp_code = c[1];
+	}
+}
+
+/* The best flow of one (port, table) for key, or NULL. */
+static __always_inline struct px_flow *lookup(__u32 gen, struct px_lookup *lk,
+					      struct px_lookup *probe)
+{
+	struct px_table_key tk = {
+		.gen = gen,
+		.ifindex = lk->key.ifindex,
+		.table = lk->key.table,
+	};
+	struct px_table *t = bpf_map_lookup_elem(&px_tables, &tk);
+	struct px_flow *best = NULL;
+	__u32 best_prio = 0;
+	__u32 i;
+
+	if (!t)
+		return NULL;
+	for (i = 0; i < PX_MAX_MASKS; i++) {
+		__u64 *src = (__u64 *)&lk->key, *dst = (__u64 *)&probe->key;
+		struct px_flow *f;
+		__u64 *m;
+		__u32 id;
+		int w;
+
+		if (i >= t->n_masks)
+			break;
+		if (best && best_prio >= t->max_prio[i])
+			break;
+		id = t->mask_id[i];
+		m = bpf_map_lookup_elem(&px_masks, &id);
+		if (!m)
+			break;
+		probe->mask_id = id;
+#pragma clang loop unroll(full)
+		for (w = 0; w < PX_KEY_WORDS; w++)
+			dst[w] = src[w] & m[w];
+		f = bpf_map_lookup_elem(&px_flows, probe);
+		if (f && (!best || f->priority > best_prio)) {
+			best = f;
+			best_prio = f->priority;
+		}
+	}
+	return best;
+}
+
+SEC("classifier")
+int px_classify(struct __sk_buff *skb)
+{
+	struct px_lookup lk = {}, probe = {};
+	__u32 zero = 0, gen, stage;
+	__u32 *active = bpf_map_lookup_elem(&px_active, &zero);
+	int dirty = 1;
+
+	if (!active)
+		return TC_ACT_UNSPEC;
+	gen = *active & 1;
+	lk.key.ifindex = skb->ingress_ifindex;
+
+	for (stage = 0; stage < PX_MAX_STAGES; stage++) {
+		struct px_flow *f;
+		__u32 a, next = 0;
+		int go = 0;
+
+		if (dirty) {
+			parse(skb, &lk.key);
+			dirty = 0;
+		}
+		f = lookup(gen, &lk, &probe);
+		if (!f) {
+			count(PX_SLOT_MISS, wire_len(skb));
+			/* A miss in table 0 lets later tc filters see the
+			 * packet; after a goto it passes, as a flower chain
+			 * miss does. */
+			return stage == 0 ? TC_ACT_UNSPEC : TC_ACT_OK;
+		}
+		count(f->slot, wire_len(skb));
+
+		for (a = 0; a < PX_MAX_ACTIONS; a++) {
+			struct px_action *act;
+			__u16 tci;
+
+			if (a >= f->n_actions)
+				break;
+			act = &f->act[a];
+			switch (act->kind) {
+			case PX_ACT_MIRROR:
+				if (bpf_clone_redirect(skb, act->arg, 0) < 0)
+					goto error;
+				break;
+			case PX_ACT_REDIRECT:
+				return bpf_redirect(act->arg, 0);
+			case PX_ACT_DROP:
+				return TC_ACT_SHOT;
+			case PX_ACT_GOTO:
+				next = act->arg;
+				go = 1;
+				break;
+			case PX_ACT_VLAN_POP:
+				if (bpf_skb_vlan_pop(skb) < 0)
+					goto error;
+				dirty = 1;
+				break;
+			case PX_ACT_VLAN_PUSH:
+				tci = act->vid & 0x0fff;
+				if (act->pcp != PX_PCP_NONE)
+					tci |= (act->pcp & 7) << 13;
+				if (bpf_skb_vlan_push(skb, act->tpid, tci) < 0)
+					goto error;
+				dirty = 1;
+				break;
+			case PX_ACT_VLAN_MODIFY:
+				/* tc: no tag, no change; else a new VID (and
+				 * PCP when given), re-tagged as 802.1Q. */
+				if (!skb->vlan_present)
+					break;
+				tci = (skb->vlan_tci & ~0x0fff) | (act->vid & 0x0fff);
+				if (act->pcp != PX_PCP_NONE)
+					tci = (tci & ~0xe000) | ((act->pcp & 7) << 13);
+				if (bpf_skb_vlan_pop(skb) < 0 ||
+				    bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), tci) < 0)
+					goto error;
+				dirty = 1;
+				break;
+			case PX_ACT_SET_DST:
+				if (bpf_skb_store_bytes(skb, 0, act->mac, 6, 0) < 0)
+					goto error;
+				dirty = 1;
+				break;
+			case PX_ACT_SET_SRC:
+				if (bpf_skb_store_bytes(skb, 6, act->mac, 6, 0) < 0)
+					goto error;
+				dirty = 1;
+				break;
+			default:
+				goto error;
+			}
+			if (go)
+				break;
+		}
+		if (!go)
+			/* The compiler ends every list with an output, drop or
+			 * goto; anything else is OpenFlow's implicit drop. */
+			return TC_ACT_SHOT;
+		lk.key.table = next;
+	}
+error:
+	count(PX_SLOT_ERROR, wire_len(skb));
+	return TC_ACT_SHOT;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,852 @@
+//! The eBPF back end's kernel side: loads Plexus's tc classifier, keeps its
+//! maps pinned on a BPF filesystem, attaches it to ports, swaps flow tables
+//! and reads them back.
+//!
+//! Owns the pinned state (`--bpf-dir`, `/sys/fs/bpf/plexus` by default:
+//! `px_active`, `px_tables`, `px_masks`, `px_flows`, `px_stats`), the
+//! classifier's attachment (one `cls_bpf` direct-action filter per port at
+//! clsact ingress, preference [`PREF`], visible to `tc filter show`), and
+//! the generation swap:
+//!
+//! 1. write the new table into the generation packets do not use;
+//! 2. attach (or re-attach, atomically with `tc filter replace`) the
+//!    classifier on every port of the table;
+//! 3. flip `px_active`: one map update, so a packet sees the old table or
+//!    the new one, never a mix;
+//! 4. delete the old generation and detach from ports no flow uses.
+//!
+//! A flow present before and after keeps its counter slot, so its counters
+//! run on. A crash leaves at worst a half-written inactive generation,
+//! which the next apply deletes first. Everything is found again from the
+//! kernel (pins and tc dumps), never from a state file.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    io,
+    os::fd::{AsFd, AsRawFd},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::SchedClassifier,
+};
+use plexus_netlink::{
+    Netlink, attr,
+    tc::{self, ETH_P_ALL, PARENT_INGRESS, TcFilter},
+};
+use serde::Serialize;
+
+use crate::{
+    dump::Counters,
+    ebpf::{
+        self, EbpfTable, MAX_FLOWS, PxCounter, PxFlow, PxKey, PxLookup, PxTable, PxTableKey,
+        SLOT_ERROR, SLOT_MISS,
+    },
+    flow::Flow,
+    flower::PortMap,
+    install::Change,
+};
+
+/// The classifier object, built from `bpf/plexus_tc.c` by `build.rs`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/plexus_tc.o"));
+
+/// Where the maps are pinned unless told otherwise.
+pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/plexus";
+/// tc preference of the classifier: just below the flower range, so it is
+/// Plexus's and runs before anything Plexus leaves to flower.
+pub const PREF: u16 = crate::flower::PRIO_BASE - 1;
+/// tc handle of the classifier.
+pub const HANDLE: u32 = 1;
+/// `TCA_BPF_NAME` of the classifier.
+pub const FILTER_NAME: &str = "plexus_tc";
+/// The program in the object.
+const PROGRAM: &str = "px_classify";
+/// `BPF_FS_MAGIC`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// `TCA_BPF_*` (`pkt_cls.h`).
+mod cls_bpf {
+    pub const FD: u16 = 6;
+    pub const NAME: u16 = 7;
+    pub const FLAGS: u16 = 8;
+    pub const ID: u16 = 11;
+    /// `TCA_BPF_FLAG_ACT_DIRECT`: the return code is the verdict.
+    pub const FLAG_ACT_DIRECT: u32 = 1;
+}
+
+/// The pinned maps, by name, with the sizes this build expects
+/// (key, value, max entries).
+const MAPS: [(&str, u32, u32, u32); 5] = [
+    ("px_active", 4, 4, 1),
+    (
+        "px_tables",
+        size_of::<PxTableKey>() as u32,
+        size_of::<PxTable>() as u32,
+        2 * ebpf::MAX_TABLES as u32,
+    ),
+    (
+        "px_masks",
+        4,
+        size_of::<PxKey>() as u32,
+        2 * ebpf::MASK_SLOTS as u32,
+    ),
+    (
+        "px_flows",
+        size_of::<PxLookup>() as u32,
+        size_of::<PxFlow>() as u32,
+        2 * MAX_FLOWS as u32,
+    ),
+    (
+        "px_stats",
+        4,
+        size_of::<PxCounter>() as u32,
+        MAX_FLOWS as u32 + 2,
+    ),
+];
+
+/// What can go wrong in the eBPF datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The pin directory is not on a BPF filesystem.
+    #[error(
+        "{0} is not on a BPF filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) or pass --bpf-dir on one"
+    )]
+    NotBpffs(PathBuf),
+    /// The kernel refused the classifier (with the verifier's last words).
+    #[error("the kernel refused the eBPF classifier: {0}")]
+    Load(String),
+    /// Pins from another build of the datapath.
+    #[error(
+        "{dir}: pinned map {map} is not this datapath's ({why}); remove it with `dpu-offload flush`"
+    )]
+    Incompatible {
+        /// Pin directory.
+        dir: PathBuf,
+        /// Map.
+        map: &'static str,
+        /// What differs.
+        why: String,
+    },
+    /// A map operation failed.
+    #[error("map {map}: {source}")]
+    Map {
+        /// Map.
+        map: &'static str,
+        /// aya's error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Files under the pin directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// tc (attach, detach, dumps).
+    #[error(transparent)]
+    Netlink(#[from] plexus_netlink::Error),
+}
+
+type Result<T> = std::result::Result<T, DatapathError>;
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { map, source }
+}
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> DatapathError + '_ {
+    move |source| DatapathError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The datapath's maps.
+pub struct Maps {
+    active: Array<MapData, u32>,
+    tables: BpfHashMap<MapData, PxTableKey, PxTable>,
+    masks: Array<MapData, PxKey>,
+    flows: BpfHashMap<MapData, PxLookup, PxFlow>,
+    stats: PerCpuArray<MapData, PxCounter>,
+}
+
+impl std::fmt::Debug for Maps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maps").finish_non_exhaustive()
+    }
+}
+
+/// One flow as the datapath holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EbpfInstalled {
+    /// The flow rebuilt from its map entries (ports by name where known).
+    pub flow: Flow,
+    /// Counter slot.
+    pub slot: u32,
+    /// Its counters, summed over CPUs (no hardware part).
+    pub counters: Counters,
+}
+
+/// The classifier on one port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    /// Port.
+    pub ifindex: u32,
+    /// The program's id (`bpftool prog show id N`).
+    pub prog_id: Option<u32>,
+}
+
+/// Datapath-wide counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DatapathStats {
+    /// Packets that matched no flow (left to the rest of tc / the stack).
+    pub miss: Counters,
+    /// Packets dropped because an action failed.
+    pub error: Counters,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EbpfReport {
+    /// Per flow of the table (by index): added or kept, and its slot.
+    pub flows: Vec<(usize, Change, u32)>,
+    /// Flows of the old table not in the new one.
+    pub removed: usize,
+    /// Ports the classifier is attached to.
+    pub ports: Vec<u32>,
+}
+
+/// Whether `dir` (or the directory it would be created in) is on bpffs.
+fn on_bpffs(dir: &Path) -> bool {
+    let mut p = Some(dir);
+    while let Some(d) = p {
+        if d.exists() {
+            let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else {
+                return false;
+            };
+            // SAFETY: statfs writes into the zeroed struct we own; `c` is a
+            // valid NUL-terminated path.
+            let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            if unsafe { libc::statfs(c.as_ptr(), &mut s) } != 0 {
+                return false;
+            }
+            return s.f_type as i64 == BPF_FS_MAGIC;
+        }
+        p = d.parent();
+    }
+    false
+}
+
+/// Makes sure `dir` can hold pins: mounts bpffs on `/sys/fs/bpf` when the
+/// directory is under it and nothing is mounted there (as Cilium does).
+fn prepare_dir(dir: &Path) -> Result<()> {
+    let sys = Path::new("/sys/fs/bpf");
+    if !on_bpffs(dir) && dir.starts_with(sys) && sys.is_dir() {
+        let src = c"bpf";
+        let target = c"/sys/fs/bpf";
+        // SAFETY: all pointers are valid NUL-terminated strings or NULL.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                c"mode=0700".as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(io_err(sys)(io::Error::last_os_error()));
+        }
+    }
+    if !on_bpffs(dir) {
+        return Err(DatapathError::NotBpffs(dir.to_owned()));
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))
+}
+
+/// Checks pins left in `dir` against this build's layouts.
+fn check_pins(dir: &Path) -> Result<()> {
+    for (name, key, value, max) in MAPS {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let md = MapData::from_pin(&path).map_err(map_err(name))?;
+        let info = md.info().map_err(map_err(name))?;
+        let got = (info.key_size(), info.value_size(), info.max_entries());
+        if got != (key, value, max) {
+            return Err(DatapathError::Incompatible {
+                dir: dir.to_owned(),
+                map: name,
+                why: format!(
+                    "key/value/entries {}/{}/{}, this build uses {key}/{value}/{max}",
+                    got.0, got.1, got.2
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Holds `flock` on the pin directory: one apply or flush at a time.
+#[derive(Debug)]
+struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    fn take(dir: &Path) -> Result<Self> {
+        let f = File::open(dir).map_err(io_err(dir))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err(dir)(io::Error::last_os_error()));
+        }
+        Ok(Self { _file: f })
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let m = ebpf.take_map(name).ok_or(DatapathError::Map {
+        map: name,
+        source: aya::maps::MapError::InvalidName { name: name.into() },
+    })?;
+    T::try_from(m).map_err(map_err(name))
+}
+
+fn pinned<T>(dir: &Path, name: &'static str) -> Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let md = MapData::from_pin(dir.join(name)).map_err(map_err(name))?;
+    let m = Map::from_map_data(md).map_err(map_err(name))?;
+    T::try_from(m).map_err(map_err(name))
+}
+
+fn sum(v: &PerCpuValues<PxCounter>) -> Counters {
+    let mut c = Counters::default();
+    for x in v.iter() {
+        c.packets += x.packets;
+        c.bytes += x.bytes;
+    }
+    c
+}
+
+impl Maps {
+    /// The pinned maps in `dir`; `None` when the datapath is not there.
+    ///
+    /// # Errors
+    /// Pins that do not open or are another build's.
+    pub fn open(dir: &Path) -> Result<Option<Self>> {
+        if !dir.join("px_flows").exists() {
+            return Ok(None);
+        }
+        check_pins(dir)?;
+        Ok(Some(Self {
+            active: pinned(dir, "px_active")?,
+            tables: pinned(dir, "px_tables")?,
+            masks: pinned(dir, "px_masks")?,
+            flows: pinned(dir, "px_flows")?,
+            stats: pinned(dir, "px_stats")?,
+        }))
+    }
+
+    fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(Self {
+            active: take(ebpf, "px_active")?,
+            tables: take(ebpf, "px_tables")?,
+            masks: take(ebpf, "px_masks")?,
+            flows: take(ebpf, "px_flows")?,
+            stats: take(ebpf, "px_stats")?,
+        })
+    }
+
+    /// The generation packets use.
+    ///
+    /// # Errors
+    /// The map read failed.
+    pub fn generation(&self) -> Result<u32> {
+        Ok(self.active.get(&0, 0).map_err(map_err("px_active"))? & 1)
+    }
+
+    /// Every `px_flows` entry, of both generations.
+    fn all_flows(&self) -> Result<Vec<(PxLookup, PxFlow)>> {
+        self.flows
+            .iter()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(map_err("px_flows"))
+    }
+
+    fn all_tables(&self) -> Result<Vec<PxTableKey>> {
+        self.tables
+            .keys()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(map_err("px_tables"))
+    }
+
+    fn mask(&self, id: u32) -> Result<PxKey> {
+        self.masks.get(&id, 0).map_err(map_err("px_masks"))
+    }
+
+    /// A counter slot, summed over CPUs.
+    ///
+    /// # Errors
+    /// The map read failed.
+    pub fn counters(&self, slot: u32) -> Result<Counters> {
+        Ok(sum(&self
+            .stats
+            .get(&slot, 0)
+            .map_err(map_err("px_stats"))?))
+    }
+
+    /// Miss and error counters.
+    ///
+    /// # Errors
+    /// The map read failed.
+    pub fn stats(&self) -> Result<DatapathStats> {
+        Ok(DatapathStats {
+            miss: self.counters(SLOT_MISS)?,
+            error: self.counters(SLOT_ERROR)?,
+        })
+    }
+
+    /// The flows of the active generation, rebuilt, with counters, in
+    /// (port, table, priority descending) order.
+    ///
+    /// # Errors
+    /// A map read failed, or an entry does not decode.
+    pub fn installed(&self, ports: &PortMap) -> Result<Vec<EbpfInstalled>> {
+        let g = self.generation()?;
+        let mut masks: HashMap<u32, PxKey> = HashMap::new();
+        let mut out = Vec::new();
+        for (k, v) in self.all_flows()? {
+            if k.mask_id / ebpf::MASK_SLOTS as u32 != g {
+                continue;
+            }
+            let mask = match masks.get(&k.mask_id) {
+                Some(m) => *m,
+                None => {
+                    let m = self.mask(k.mask_id)?;
+                    masks.insert(k.mask_id, m);
+                    m
+                }
+            };
+            let n = usize::from(v.n_actions).min(ebpf::MAX_ACTIONS);
+            let actions = ebpf::actions_of(&v.act[..n], ports).map_err(|why| {
+                DatapathError::Incompatible {
+                    dir: PathBuf::new(),
+                    map: "px_flows",
+                    why,
+                }
+            })?;
+            let in_port = ports
+                .name(k.key.ifindex)
+                .map_or_else(|| format!("if{}", k.key.ifindex), str::to_owned);
+            out.push(EbpfInstalled {
+                flow: Flow {
+                    line: 0,
+                    table: k.key.table,
+                    priority: v.priority,
+                    cookie: v.cookie,
+                    in_port,
+                    matches: ebpf::match_of(&k.key, &mask),
+                    actions,
+                },
+                slot: v.slot,
+                counters: self.counters(v.slot)?,
+            });
+        }
+        out.sort_by(|a, b| {
+            (
+                &a.flow.in_port,
+                a.flow.table,
+                std::cmp::Reverse(a.flow.priority),
+            )
+                .cmp(&(
+                    &b.flow.in_port,
+                    b.flow.table,
+                    std::cmp::Reverse(b.flow.priority),
+                ))
+                .then_with(|| a.flow.to_string().cmp(&b.flow.to_string()))
+        });
+        Ok(out)
+    }
+}
+
+/// The identity of a flow across generations: its mask, masked key and
+/// value without the slot.
+type Identity = (PxKey, PxKey, PxFlow);
+
+fn identity(mask: PxKey, key: PxKey, mut v: PxFlow) -> Identity {
+    v.slot = 0;
+    (mask, key, v)
+}
+
+/// The classifier filter on `ifindex`.
+fn filter(ifindex: u32, options: Option<Vec<u8>>) -> TcFilter {
+    TcFilter {
+        ifindex,
+        parent: PARENT_INGRESS,
+        priority: PREF,
+        protocol: ETH_P_ALL,
+        handle: HANDLE,
+        chain: None,
+        kind: "bpf".into(),
+        options,
+    }
+}
+
+/// `TCA_OPTIONS` of the classifier filter: program fd, name, direct action.
+pub fn filter_options(prog_fd: u32) -> Vec<u8> {
+    let mut w = plexus_netlink::attr::AttrWriter::with_capacity(40);
+    w.put_u32(cls_bpf::FD, prog_fd)
+        .put_str(cls_bpf::NAME, FILTER_NAME)
+        .put_u32(cls_bpf::FLAGS, cls_bpf::FLAG_ACT_DIRECT);
+    w.into_bytes()
+}
+
+/// Where the classifier is attached among `ports`.
+///
+/// # Errors
+/// A dump failed (other than "no clsact").
+pub fn attachments(nl: &mut Netlink, ports: &PortMap) -> Result<Vec<Attachment>> {
+    let mut idx: Vec<u32> = ports.indexes().collect();
+    idx.sort_unstable();
+    idx.dedup();
+    let mut out = Vec::new();
+    for i in idx {
+        if let Some(a) = attachment(nl, i)? {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+fn attachment(nl: &mut Netlink, ifindex: u32) -> Result<Option<Attachment>> {
+    let entries = match tc::dump_filters(nl, ifindex, PARENT_INGRESS, None) {
+        Ok(e) => e,
+        Err(plexus_netlink::Error::Other(e)) if e.errno == libc::EINVAL => return Ok(None),
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    for e in entries {
+        if e.kind != "bpf" || e.priority != PREF || e.handle != HANDLE {
+            continue;
+        }
+        let opts = e.options.unwrap_or_default();
+        let attrs = attr::parse(&opts).unwrap_or_default();
+        let name = attr::find(&attrs, cls_bpf::NAME).and_then(|a| a.str().map(str::to_owned));
+        if name.as_deref() != Some(FILTER_NAME) {
+            continue;
+        }
+        return Ok(Some(Attachment {
+            ifindex,
+            prog_id: attr::find(&attrs, cls_bpf::ID).and_then(|a| a.u32()),
+        }));
+    }
+    Ok(None)
+}
+
+fn detach(nl: &mut Netlink, ifindex: u32) -> Result<()> {
+    match tc::del_filter(nl, &filter(ifindex, None)) {
+        Err(e) if e.is_not_found() => {}
+        r => r?,
+    }
+    crate::install::remove_clsact_if_empty(nl, ifindex)?;
+    Ok(())
+}
+
+/// The datapath, loaded for writing.
+#[derive(Debug)]
+pub struct Datapath {
+    dir: PathBuf,
+    ebpf: Ebpf,
+    maps: Maps,
+    _lock: DirLock,
+}
+
+impl Datapath {
+    /// Loads the classifier, creating the pinned maps in `dir` or reusing
+    /// them, and takes the directory's lock.
+    ///
+    /// # Errors
+    /// No bpffs, pins of another build, or the verifier's refusal.
+    pub fn load(dir: &Path) -> Result<Self> {
+        prepare_dir(dir)?;
+        let lock = DirLock::take(dir)?;
+        check_pins(dir)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(dir)
+            .load(OBJECT)
+            .map_err(|e| DatapathError::Load(format!("{e:#}")))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| DatapathError::Load(format!("no program {PROGRAM} in the object")))?
+            .try_into()
+            .map_err(|e| DatapathError::Load(format!("{e}")))?;
+        prog.load().map_err(|e| {
+            let log = match &e {
+                aya::programs::ProgramError::LoadError { verifier_log, .. } => {
+                    let s = verifier_log.to_string();
+                    let tail: Vec<&str> = s.lines().rev().take(12).collect();
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                }
+                _ => String::new(),
+            };
+            DatapathError::Load(format!("{e}\n{log}"))
+        })?;
+        let maps = Maps::from_ebpf(&mut ebpf)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            ebpf,
+            maps,
+            _lock: lock,
+        })
+    }
+
+    /// The maps.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    fn prog_fd(&self) -> Result<u32> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| DatapathError::Load(format!("no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e| DatapathError::Load(format!("{e}")))?;
+        let fd = prog.fd().map_err(|e| DatapathError::Load(format!("{e}")))?;
+        Ok(fd.as_fd().as_raw_fd() as u32)
+    }
+
+    /// Installs `table` (compiled by [`ebpf::compile`]) as the new
+    /// generation, attaches the classifier to its ports, flips, and
+    /// removes the old generation and attachments no flow needs. `ports`
+    /// is every port of the host, to find stale attachments.
+    ///
+    /// # Errors
+    /// A map update or tc request failed. Before the flip, what this call
+    /// wrote is removed and the old table keeps running.
+    pub fn apply(
+        &mut self,
+        nl: &mut Netlink,
+        table: &EbpfTable,
+        ports: &PortMap,
+    ) -> Result<EbpfReport> {
+        let g = self.maps.generation()?;
+        let ng = 1 - g;
+        let base = ng * ebpf::MASK_SLOTS as u32;
+
+        // What the running generation holds; leftovers of a crashed apply
+        // in the other one go first.
+        let mut current: HashMap<Identity, u32> = HashMap::new();
+        let mut used: HashSet<u32> = HashSet::new();
+        let mut old_keys = Vec::new();
+        let mut masks: HashMap<u32, PxKey> = HashMap::new();
+        for (k, v) in self.maps.all_flows()? {
+            if k.mask_id / ebpf::MASK_SLOTS as u32 == g {
+                let m = match masks.get(&k.mask_id) {
+                    Some(m) => *m,
+                    None => {
+                        let m = self.maps.mask(k.mask_id)?;
+                        masks.insert(k.mask_id, m);
+                        m
+                    }
+                };
+                current.insert(identity(m, k.key, v), v.slot);
+                used.insert(v.slot);
+                old_keys.push(k);
+            } else {
+                self.maps.flows.remove(&k).map_err(map_err("px_flows"))?;
+            }
+        }
+        let mut old_tables = Vec::new();
+        for k in self.maps.all_tables()? {
+            if k.gen_ == g {
+                old_tables.push(k);
+            } else {
+                self.maps.tables.remove(&k).map_err(map_err("px_tables"))?;
+            }
+        }
+
+        // Slots: kept flows keep theirs, new ones take free ones, zeroed.
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| io_err(Path::new("/sys"))(e))?;
+        let mut free = (0..MAX_FLOWS as u32).filter(|s| !used.contains(s));
+        let mut report = EbpfReport::default();
+        let mut entries = Vec::with_capacity(table.flows.len());
+        for f in &table.flows {
+            let id = identity(table.masks[f.mask as usize], f.key, f.value);
+            let (slot, change) = match current.remove(&id) {
+                Some(s) => (s, Change::Kept),
+                None => {
+                    let s = free.next().expect("compile bounds the table to MAX_FLOWS");
+                    let zero = PerCpuValues::try_from(vec![PxCounter::default(); nr_cpus])
+                        .map_err(io_err(Path::new("px_stats")))?;
+                    self.maps
+                        .stats
+                        .set(s, zero, 0)
+                        .map_err(map_err("px_stats"))?;
+                    (s, Change::Added)
+                }
+            };
+            report.flows.push((f.index, change, slot));
+            entries.push((
+                PxLookup {
+                    mask_id: base + f.mask,
+                    pad: 0,
+                    key: f.key,
+                },
+                PxFlow { slot, ..f.value },
+            ));
+        }
+        report.removed = current.len();
+
+        let written = self.write_generation(ng, table, &entries);
+        let attached_before: HashSet<u32> = attachments(nl, ports)?
+            .into_iter()
+            .map(|a| a.ifindex)
+            .collect();
+        let result = written.and_then(|()| self.attach_all(nl, &table.ports, &attached_before));
+        if let Err(e) = result {
+            self.clear_generation(ng, &entries, table);
+            for p in &table.ports {
+                if !attached_before.contains(p) {
+                    let _ = detach(nl, *p);
+                }
+            }
+            return Err(e);
+        }
+
+        // The flip.
+        self.maps
+            .active
+            .set(0, ng, 0)
+            .map_err(map_err("px_active"))?;
+
+        for k in &old_keys {
+            self.maps.flows.remove(k).map_err(map_err("px_flows"))?;
+        }
+        for k in &old_tables {
+            self.maps.tables.remove(k).map_err(map_err("px_tables"))?;
+        }
+        let keep: HashSet<u32> = table.ports.iter().copied().collect();
+        for p in attached_before {
+            if !keep.contains(&p) {
+                detach(nl, p)?;
+            }
+        }
+        report.ports = table.ports.clone();
+        Ok(report)
+    }
+
+    fn write_generation(
+        &mut self,
+        ng: u32,
+        table: &EbpfTable,
+        entries: &[(PxLookup, PxFlow)],
+    ) -> Result<()> {
+        let base = ng * ebpf::MASK_SLOTS as u32;
+        for (i, m) in table.masks.iter().enumerate() {
+            self.maps
+                .masks
+                .set(base + i as u32, m, 0)
+                .map_err(map_err("px_masks"))?;
+        }
+        for (k, v) in entries {
+            self.maps
+                .flows
+                .insert(k, v, 0)
+                .map_err(map_err("px_flows"))?;
+        }
+        for (k, t) in &table.tables {
+            let mut t = *t;
+            for id in &mut t.mask_id[..t.n_masks as usize] {
+                *id += base;
+            }
+            let k = PxTableKey { gen_: ng, ..*k };
+            self.maps
+                .tables
+                .insert(k, t, 0)
+                .map_err(map_err("px_tables"))?;
+        }
+        Ok(())
+    }
+
+    fn clear_generation(&mut self, ng: u32, entries: &[(PxLookup, PxFlow)], table: &EbpfTable) {
+        for (k, _) in entries {
+            let _ = self.maps.flows.remove(k);
+        }
+        for (k, _) in &table.tables {
+            let _ = self.maps.tables.remove(&PxTableKey { gen_: ng, ..*k });
+        }
+    }
+
+    fn attach_all(&self, nl: &mut Netlink, ports: &[u32], attached: &HashSet<u32>) -> Result<()> {
+        let fd = self.prog_fd()?;
+        for &p in ports {
+            if !attached.contains(&p) {
+                match tc::add_clsact(nl, p) {
+                    Err(e) if e.is_exists() => {}
+                    r => r?,
+                }
+            }
+            // Replace: a port that had the classifier gets this program
+            // atomically; its table was never missing.
+            nl.execute_raw(&filter(p, Some(filter_options(fd))).replace_request())?;
+        }
+        Ok(())
+    }
+
+    /// The pin directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Removes the datapath: the classifier from every port among `ports`, the
+/// clsact qdiscs that leaves empty, and the pinned maps (and the directory
+/// when nothing else is in it). Returns how many flows the active table
+/// held.
+///
+/// # Errors
+/// A tc request failed or a pin could not be removed.
+pub fn flush(nl: &mut Netlink, dir: &Path, ports: &PortMap) -> Result<usize> {
+    for a in attachments(nl, ports)? {
+        detach(nl, a.ifindex)?;
+    }
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let _lock = DirLock::take(dir)?;
+    let n = match Maps::open(dir) {
+        Ok(Some(m)) => {
+            let g = m.generation()?;
+            m.all_flows()?
+                .iter()
+                .filter(|(k, _)| k.mask_id / ebpf::MASK_SLOTS as u32 == g)
+                .count()
+        }
+        // Pins of another build are removed all the same.
+        Ok(None) | Err(DatapathError::Incompatible { .. }) => 0,
+        Err(e) => return Err(e),
+    };
+    for (name, ..) in MAPS {
+        let p = dir.join(name);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&p)(e)),
+            _ => {}
+        }
+    }
+    // Only if empty: the directory may be shared.
+    let _ = std::fs::remove_dir(dir);
+    Ok(n)
+}
