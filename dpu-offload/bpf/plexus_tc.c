@@ -172,6 +172,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } px_stats SEC(".maps");
 
+/* Ports the classifier is attached to (ifindex -> PX_PORT_*), for user
+ * space only: what to detach, and whether Plexus created the port's clsact
+ * (then it may remove it). */
+#define PX_PORT_CREATED_CLSACT 1
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PX_MAX_TABLES);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} px_ports SEC(".maps");
+
 static __always_inline void count(__u32 slot, __u64 bytes)
 {
 	struct px_counter *c = bpf_map_lookup_elem(&px_stats, &slot);

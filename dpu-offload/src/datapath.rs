@@ -3,7 +3,8 @@
 //! and reads them back.
 //!
 //! Owns the pinned state (`--bpf-dir`, `/sys/fs/bpf/plexus` by default:
-//! `px_active`, `px_tables`, `px_masks`, `px_flows`, `px_stats`), the
+//! `px_active`, `px_tables`, `px_masks`, `px_flows`, `px_stats`,
+//! `px_ports`), the
 //! classifier's attachment (one `cls_bpf` direct-action filter per port at
 //! clsact ingress, preference [`PREF`], visible to `tc filter show`), and
 //! the generation swap:
@@ -79,7 +80,7 @@ mod cls_bpf {
 
 /// The pinned maps, by name, with the sizes this build expects
 /// (key, value, max entries).
-const MAPS: [(&str, u32, u32, u32); 5] = [
+const MAPS: [(&str, u32, u32, u32); 6] = [
     ("px_active", 4, 4, 1),
     (
         "px_tables",
@@ -105,7 +106,11 @@ const MAPS: [(&str, u32, u32, u32); 5] = [
         size_of::<PxCounter>() as u32,
         MAX_FLOWS as u32 + 2,
     ),
+    ("px_ports", 4, 4, ebpf::MAX_TABLES as u32),
 ];
+
+/// `px_ports` flag: Plexus created the port's clsact qdisc.
+const PORT_CREATED_CLSACT: u32 = 1;
 
 /// What can go wrong in the eBPF datapath.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +178,7 @@ pub struct Maps {
     masks: Array<MapData, PxKey>,
     flows: BpfHashMap<MapData, PxLookup, PxFlow>,
     stats: PerCpuArray<MapData, PxCounter>,
+    ports: BpfHashMap<MapData, u32, u32>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -356,6 +362,7 @@ impl Maps {
             masks: pinned(dir, "px_masks")?,
             flows: pinned(dir, "px_flows")?,
             stats: pinned(dir, "px_stats")?,
+            ports: pinned(dir, "px_ports")?,
         }))
     }
 
@@ -366,6 +373,7 @@ impl Maps {
             masks: take(ebpf, "px_masks")?,
             flows: take(ebpf, "px_flows")?,
             stats: take(ebpf, "px_stats")?,
+            ports: take(ebpf, "px_ports")?,
         })
     }
 
@@ -394,6 +402,14 @@ impl Maps {
 
     fn mask(&self, id: u32) -> Result<PxKey> {
         self.masks.get(&id, 0).map_err(map_err("px_masks"))
+    }
+
+    /// Ports the classifier was attached to, with their `px_ports` flags.
+    fn attached(&self) -> Result<HashMap<u32, u32>> {
+        self.ports
+            .iter()
+            .collect::<std::result::Result<HashMap<_, _>, _>>()
+            .map_err(map_err("px_ports"))
     }
 
     /// A counter slot, summed over CPUs.
@@ -555,12 +571,16 @@ fn attachment(nl: &mut Netlink, ifindex: u32) -> Result<Option<Attachment>> {
     Ok(None)
 }
 
-fn detach(nl: &mut Netlink, ifindex: u32) -> Result<()> {
+/// Removes the classifier from a port, and the port's clsact when Plexus
+/// created it and nothing else is on it.
+fn detach(nl: &mut Netlink, ifindex: u32, created_clsact: bool) -> Result<()> {
     match tc::del_filter(nl, &filter(ifindex, None)) {
         Err(e) if e.is_not_found() => {}
         r => r?,
     }
-    crate::install::remove_clsact_if_empty(nl, ifindex)?;
+    if created_clsact {
+        crate::install::remove_clsact_if_empty(nl, ifindex)?;
+    }
     Ok(())
 }
 
@@ -711,17 +731,20 @@ impl Datapath {
         report.removed = current.len();
 
         let written = self.write_generation(ng, table, &entries);
-        let attached_before: HashSet<u32> = attachments(nl, ports)?
-            .into_iter()
-            .map(|a| a.ifindex)
-            .collect();
-        let result = written.and_then(|()| self.attach_all(nl, &table.ports, &attached_before));
+        // Where the classifier is: what px_ports recorded, and what tc
+        // shows (pins removed by hand leave filters behind).
+        let mut attached_before = self.maps.attached()?;
+        for a in attachments(nl, ports)? {
+            attached_before.entry(a.ifindex).or_insert(0);
+        }
+        let mut new_ports = Vec::new();
+        let result = written
+            .and_then(|()| self.attach_all(nl, &table.ports, &attached_before, &mut new_ports));
         if let Err(e) = result {
             self.clear_generation(ng, &entries, table);
-            for p in &table.ports {
-                if !attached_before.contains(p) {
-                    let _ = detach(nl, *p);
-                }
+            for (p, flags) in new_ports {
+                let _ = detach(nl, p, flags & PORT_CREATED_CLSACT != 0);
+                let _ = self.maps.ports.remove(&p);
             }
             return Err(e);
         }
@@ -739,9 +762,13 @@ impl Datapath {
             self.maps.tables.remove(k).map_err(map_err("px_tables"))?;
         }
         let keep: HashSet<u32> = table.ports.iter().copied().collect();
-        for p in attached_before {
+        for (p, flags) in attached_before {
             if !keep.contains(&p) {
-                detach(nl, p)?;
+                detach(nl, p, flags & PORT_CREATED_CLSACT != 0)?;
+                match self.maps.ports.remove(&p) {
+                    Err(aya::maps::MapError::KeyNotFound) | Ok(()) => {}
+                    Err(e) => return Err(map_err("px_ports")(e)),
+                }
             }
         }
         report.ports = table.ports.clone();
@@ -790,14 +817,26 @@ impl Datapath {
         }
     }
 
-    fn attach_all(&self, nl: &mut Netlink, ports: &[u32], attached: &HashSet<u32>) -> Result<()> {
+    fn attach_all(
+        &mut self,
+        nl: &mut Netlink,
+        ports: &[u32],
+        attached: &HashMap<u32, u32>,
+        new_ports: &mut Vec<(u32, u32)>,
+    ) -> Result<()> {
         let fd = self.prog_fd()?;
         for &p in ports {
-            if !attached.contains(&p) {
-                match tc::add_clsact(nl, p) {
-                    Err(e) if e.is_exists() => {}
-                    r => r?,
-                }
+            if !attached.contains_key(&p) {
+                let flags = match tc::add_clsact(nl, p) {
+                    Ok(()) => PORT_CREATED_CLSACT,
+                    Err(e) if e.is_exists() => 0,
+                    Err(e) => return Err(e.into()),
+                };
+                new_ports.push((p, flags));
+                self.maps
+                    .ports
+                    .insert(p, flags, 0)
+                    .map_err(map_err("px_ports"))?;
             }
             // Replace: a port that had the classifier gets this program
             // atomically; its table was never missing.
@@ -820,25 +859,45 @@ impl Datapath {
 /// # Errors
 /// A tc request failed or a pin could not be removed.
 pub fn flush(nl: &mut Netlink, dir: &Path, ports: &PortMap) -> Result<usize> {
-    for a in attachments(nl, ports)? {
-        detach(nl, a.ifindex)?;
-    }
-    if !dir.exists() {
-        return Ok(0);
-    }
-    let _lock = DirLock::take(dir)?;
-    let n = match Maps::open(dir) {
-        Ok(Some(m)) => {
-            let g = m.generation()?;
-            m.all_flows()?
-                .iter()
-                .filter(|(k, _)| k.mask_id / ebpf::MASK_SLOTS as u32 == g)
-                .count()
+    let maps = if dir.exists() {
+        match Maps::open(dir) {
+            Ok(m) => m,
+            // Pins of another build are removed all the same.
+            Err(DatapathError::Incompatible { .. }) => None,
+            Err(e) => return Err(e),
         }
-        // Pins of another build are removed all the same.
-        Ok(None) | Err(DatapathError::Incompatible { .. }) => 0,
-        Err(e) => return Err(e),
+    } else {
+        None
     };
+    let mut attached = match &maps {
+        Some(m) => m.attached()?,
+        None => HashMap::new(),
+    };
+    for a in attachments(nl, ports)? {
+        attached.entry(a.ifindex).or_insert(0);
+    }
+    for (p, flags) in attached {
+        detach(nl, p, flags & PORT_CREATED_CLSACT != 0)?;
+    }
+    let Some(maps) = maps else {
+        if dir.exists() {
+            remove_pins(dir)?;
+        }
+        return Ok(0);
+    };
+    let _lock = DirLock::take(dir)?;
+    let g = maps.generation()?;
+    let n = maps
+        .all_flows()?
+        .iter()
+        .filter(|(k, _)| k.mask_id / ebpf::MASK_SLOTS as u32 == g)
+        .count();
+    drop(maps);
+    remove_pins(dir)?;
+    Ok(n)
+}
+
+fn remove_pins(dir: &Path) -> Result<()> {
     for (name, ..) in MAPS {
         let p = dir.join(name);
         match std::fs::remove_file(&p) {
@@ -848,5 +907,5 @@ pub fn flush(nl: &mut Netlink, dir: &Path, ports: &PortMap) -> Result<usize> {
     }
     // Only if empty: the directory may be shared.
     let _ = std::fs::remove_dir(dir);
-    Ok(n)
+    Ok(())
 }

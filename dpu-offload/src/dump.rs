@@ -33,7 +33,7 @@ const TCA_STATS_PKT64: u16 = 8;
 /// `USER_HZ`: `struct tcf_t` times are `jiffies_to_clock_t` ticks.
 const USER_HZ: f64 = 100.0;
 
-/// Where a flower filter's packets are handled.
+/// Where a flow's packets are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Location {
@@ -41,6 +41,8 @@ pub enum Location {
     Hw,
     /// Only software tc holds it (`not_in_hw`).
     TcSw,
+    /// Plexus's eBPF datapath runs it.
+    Ebpf,
 }
 
 impl Location {
@@ -58,6 +60,7 @@ impl Location {
         match self {
             Location::Hw => "hw",
             Location::TcSw => "tc-sw",
+            Location::Ebpf => "ebpf",
         }
     }
 }

@@ -92,15 +92,17 @@ pub struct Placement {
     pub flow: String,
     /// `in_port` as written.
     pub port: String,
-    /// tc chain.
+    /// Table (the tc chain for flower).
     pub chain: u32,
-    /// tc preference.
-    pub prio: u16,
-    /// Filter handle.
-    pub handle: u32,
-    /// Back end (`flower`).
+    /// tc preference (flower).
+    pub prio: Option<u16>,
+    /// Filter handle (flower).
+    pub handle: Option<u32>,
+    /// Counter slot (eBPF).
+    pub slot: Option<u32>,
+    /// Back end: `flower` or `ebpf`.
     pub backend: &'static str,
-    /// `hw` or `tc-sw`, from the kernel's echo.
+    /// `hw` or `tc-sw` from the kernel's echo, or `ebpf`.
     pub location: Location,
     /// `IN_HW_COUNT` from the echo.
     pub in_hw_count: Option<u32>,
@@ -355,8 +357,9 @@ pub fn apply(
                 flow: flow.to_string(),
                 port: flow.in_port.clone(),
                 chain: c.chain,
-                prio: c.prio,
-                handle: f.handle,
+                prio: Some(c.prio),
+                handle: Some(f.handle),
+                slot: None,
                 backend: "flower",
                 location: f.location(),
                 in_hw_count: f.in_hw_count,

@@ -1,5 +1,6 @@
 //! dpu-offload: OVS-style flows compiled to tc-flower on switchdev
-//! representors, installed by an installer that reports where each flow
+//! representors, or run by Plexus's own eBPF tc datapath where flower or
+//! the hardware is missing, with an installer that reports where each flow
 //! really lives.
 //!
 //! - [`flow`]: the intermediate flow table every back end consumes.
@@ -8,7 +9,11 @@
 //! - [`eswitch`]: representor discovery from sysfs (injectable root).
 //! - [`flower`]: the tc-flower compiler (pure).
 //! - [`dump`]: flower filters read back: flow, `in_hw`, counters.
-//! - [`install`]: apply / delete / flush against the kernel.
+//! - [`install`]: the flower installer: apply / delete / flush.
+//! - [`ebpf`]: the eBPF back end's compiler (map entries; pure).
+//! - [`datapath`]: the eBPF classifier in the kernel: load, pin, attach,
+//!   swap tables, read back.
+//! - [`backend`]: flower or eBPF per port; apply, dump and flush both.
 //! - [`selfcheck`]: invariants for the fuzz target.
 //!
 //! ```
@@ -23,6 +28,7 @@
 //! assert_eq!((filters[0].ifindex, filters[0].protocol), (7, 0x0800));
 //! ```
 
+pub mod backend;
 pub mod datapath;
 pub mod dump;
 pub mod ebpf;

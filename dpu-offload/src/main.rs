@@ -4,10 +4,11 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use plexus_dpu_offload::{
-    dump::InstalledFlow,
+    backend::{self, Choice, FlowStatus},
+    datapath::{self, DatapathStats},
     eswitch::{self, Ethtool, Features},
     flower::Policy,
     install::{self, Selector},
@@ -20,24 +21,39 @@ use plexus_sysfs::Sysfs;
 #[command(
     name = "dpu-offload",
     version,
-    about = "OVS-style flows on tc-flower, with the truth about where they run"
+    about = "OVS-style flows on tc-flower or Plexus's eBPF datapath, with the truth about where they run"
 )]
 struct Cli {
     /// sysfs root for representor discovery.
     #[arg(long, global = true, default_value = "/sys")]
     sysfs_root: PathBuf,
+    /// Where the eBPF datapath pins its maps (a directory on a BPF
+    /// filesystem).
+    #[arg(long, global = true, default_value = datapath::DEFAULT_BPF_DIR)]
+    bpf_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Backend {
-    /// flower where the kernel has it (part 2 adds the eBPF fallback).
+    /// flower on ports whose device offloads tc, the eBPF datapath on the
+    /// others (and everywhere when the kernel has no flower).
     Auto,
     /// tc-flower only.
     Flower,
-    /// Plexus's eBPF datapath.
+    /// Plexus's eBPF datapath only.
     Ebpf,
+}
+
+impl From<Backend> for Choice {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Auto => Choice::Auto,
+            Backend::Flower => Choice::Flower,
+            Backend::Ebpf => Choice::Ebpf,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,18 +171,21 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             json,
         } => {
-            if backend == Backend::Ebpf {
-                bail!(
-                    "the eBPF back end is not there yet (dpu-offload part 2); use --backend flower on a kernel with cls_flower"
-                );
-            }
             let text = std::fs::read_to_string(&flows)
                 .with_context(|| format!("reading {}", flows.display()))?;
             let parsed =
                 parse::parse_flows(&text).map_err(|errs| flow_file_errors(&flows, &errs))?;
             let mut nl = Netlink::new()?;
             let ports = ports(&mut nl, &sysfs)?;
-            let report = install::apply(&mut nl, &parsed, &ports, policy)?;
+            let report = backend::apply(
+                &mut nl,
+                &parsed,
+                &ports,
+                backend.into(),
+                policy,
+                &Ethtool,
+                &cli.bpf_dir,
+            )?;
             if json {
                 out(&format!("{}\n", serde_json::to_string_pretty(&report)?));
             } else {
@@ -180,7 +199,7 @@ fn run(cli: Cli) -> Result<()> {
                         p.line,
                         p.port,
                         p.chain,
-                        p.prio,
+                        p.prio.map_or_else(|| "-".into(), |p| p.to_string()),
                         p.backend,
                         p.location.name(),
                         p.in_hw_count.map_or_else(|| "-".into(), |n| n.to_string()),
@@ -204,11 +223,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::DumpFlows { json } => {
             let mut nl = Netlink::new()?;
             let ports = ports(&mut nl, &sysfs)?;
-            let flows = install::installed(&mut nl, &ports)?;
+            let (flows, stats) = backend::installed(&mut nl, &ports, &cli.bpf_dir)?;
             out(&if json {
-                dump_json(&flows)?
+                dump_json(&flows, stats)?
             } else {
-                dump_table(&flows)
+                dump_table(&flows, stats)
             });
         }
         Command::Del {
@@ -233,7 +252,7 @@ fn run(cli: Cli) -> Result<()> {
                 }),
                 None => None,
             };
-            let n = install::delete_selected(
+            let n = backend::delete_selected(
                 &mut nl,
                 &ports,
                 &Selector {
@@ -241,13 +260,14 @@ fn run(cli: Cli) -> Result<()> {
                     table,
                     cookie,
                 },
+                &cli.bpf_dir,
             )?;
             out(&format!("deleted {n} flows\n"));
         }
         Command::Flush => {
             let mut nl = Netlink::new()?;
             let ports = ports(&mut nl, &sysfs)?;
-            let n = install::delete_selected(&mut nl, &ports, &Selector::default())?;
+            let n = backend::flush(&mut nl, &ports, &cli.bpf_dir)?;
             out(&format!("deleted {n} flows\n"));
         }
         Command::Representors { json } => {
@@ -305,20 +325,24 @@ fn age(s: Option<f64>) -> String {
     s.map_or_else(|| "-".into(), |s| format!("{s:.1}s"))
 }
 
-fn dump_table(flows: &[InstalledFlow]) -> String {
+fn dump_table(flows: &[FlowStatus], stats: Option<DatapathStats>) -> String {
+    let dash = || "-".to_string();
     let mut s = format!(
         "{:<12} {:>5} {:>5} {:<7} {:<6} {:>6} {:>10} {:>12} {:>8} {:>8} FLOW\n",
-        "PORT", "CHAIN", "PREF", "BACKEND", "WHERE", "IN_HW#", "PACKETS", "BYTES", "AGE", "IDLE"
+        "PORT", "TABLE", "PREF", "BACKEND", "WHERE", "IN_HW#", "PACKETS", "BYTES", "AGE", "IDLE"
     );
     for f in flows {
         s.push_str(&format!(
             "{:<12} {:>5} {:>5} {:<7} {:<6} {:>6} {:>10} {:>12} {:>8} {:>8} {}{}\n",
             f.flow.in_port,
-            f.chain,
-            f.prio,
-            "flower",
-            f.location().name(),
-            f.in_hw_count.map_or_else(|| "-".into(), |n| n.to_string()),
+            f.flow.table,
+            f.tc.map_or_else(dash, |t| t.1.to_string()),
+            match f.backend {
+                backend::Backend::Flower => "flower",
+                backend::Backend::Ebpf => "ebpf",
+            },
+            f.location.name(),
+            f.in_hw_count.map_or_else(dash, |n| n.to_string()),
             f.counters.packets,
             f.counters.bytes,
             age(f.installed_secs),
@@ -331,23 +355,30 @@ fn dump_table(flows: &[InstalledFlow]) -> String {
             }
         ));
     }
+    if let Some(st) = stats {
+        s.push_str(&format!(
+            "ebpf datapath: {} packets ({} bytes) matched no flow, {} dropped on a failed action\n",
+            st.miss.packets, st.miss.bytes, st.error.packets
+        ));
+    }
     s
 }
 
-fn dump_json(flows: &[InstalledFlow]) -> Result<String> {
+fn dump_json(flows: &[FlowStatus], stats: Option<DatapathStats>) -> Result<String> {
     let v: Vec<serde_json::Value> = flows
         .iter()
         .map(|f| {
             serde_json::json!({
                 "flow": f.flow.to_string(),
                 "port": f.flow.in_port,
-                "table": f.chain,
+                "table": f.flow.table,
                 "priority": f.flow.priority,
                 "cookie": format!("{:#x}", f.flow.cookie),
-                "tc": {"chain": f.chain, "pref": f.prio, "handle": f.handle},
-                "backend": "flower",
+                "tc": f.tc.map(|(chain, pref, handle)| serde_json::json!({"chain": chain, "pref": pref, "handle": handle})),
+                "slot": f.slot,
+                "backend": f.backend,
                 "in_hw": f.in_hw(),
-                "location": f.location(),
+                "location": f.location,
                 "in_hw_count": f.in_hw_count,
                 "packets": f.counters.packets,
                 "bytes": f.counters.bytes,
@@ -359,5 +390,7 @@ fn dump_json(flows: &[InstalledFlow]) -> Result<String> {
             })
         })
         .collect();
-    Ok(format!("{}\n", serde_json::to_string_pretty(&v)?))
+    // `ebpf` is null when the datapath is not loaded.
+    let doc = serde_json::json!({"flows": v, "ebpf": stats});
+    Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?))
 }

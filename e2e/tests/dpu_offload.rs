@@ -1,20 +1,38 @@
-//! The `dpu-offload` binary, black box, in throwaway network namespaces.
+//! The `dpu-offload` binary, black box, in throwaway network namespaces,
+//! each with its own BPF filesystem for the eBPF datapath's pins.
 //!
 //! This kernel has no tc flower: `apply --backend flower` must fail
 //! cleanly, name the missing classifier, and leave the ports exactly as
-//! they were. On a kernel that has flower the same test installs for real
-//! and checks what `dump-flows` reports (veth has no hardware, so every
-//! flow must say `tc-sw`, never `hw`).
+//! they were, while `auto` runs the same table in the eBPF datapath. On a
+//! kernel that has flower the same test installs for real and checks what
+//! `dump-flows` reports (veth has no hardware, so every flow must say
+//! `tc-sw`, never `hw`).
 
-use std::{path::Path, process::Output};
+use std::{path::Path, process::Output, sync::OnceLock};
 
 use plexus_e2e::bin;
-use plexus_testkit::{FakeSysfs, NetNs, PfSpec, RepresentorSpec, sysfs::DEFAULT_PF_BDF};
+use plexus_testkit::{BpfFs, FakeSysfs, NetNs, PfSpec, RepresentorSpec, sysfs::DEFAULT_PF_BDF};
 use serde_json::Value;
+
+/// One private bpffs for this test process: each test's netns gets its own
+/// pin directory under it.
+fn bpffs() -> &'static BpfFs {
+    static FS: OnceLock<BpfFs> = OnceLock::new();
+    FS.get_or_init(|| BpfFs::new().unwrap())
+}
+
+fn bpf_dir(ns: &NetNs) -> String {
+    bpffs()
+        .root()
+        .join(ns.name())
+        .to_string_lossy()
+        .into_owned()
+}
 
 fn run(ns: &NetNs, args: &[&str]) -> Output {
     ns.command(bin("dpu-offload"))
         .unwrap()
+        .args(["--bpf-dir", &bpf_dir(ns)])
         .args(args)
         .output()
         .unwrap()
@@ -112,10 +130,21 @@ fn apply_with_flower_tells_the_truth_or_fails_cleanly() {
             "the kernel's own words are kept: {err}"
         );
         assert_eq!(tc_state(&ns), before, "the failed apply changed tc state");
-        // auto is flower until the eBPF back end lands: the same answer.
-        let out = run(&ns, &["apply", "--flows", &flows]);
-        assert!(!out.status.success());
-        assert_eq!(tc_state(&ns), before);
+        // auto: veth does not offload tc, so every port gets the eBPF
+        // datapath, and flush puts everything back.
+        let out = run(&ns, &["apply", "--flows", &flows, "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            report["flows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["backend"] == "ebpf" && p["location"] == "ebpf"),
+            "{report}"
+        );
+        assert_eq!(text(&run(&ns, &["flush"]).stdout), "deleted 4 flows\n");
+        assert_eq!(tc_state(&ns), before, "flush left something behind");
         return;
     }
     let out = run(
@@ -142,7 +171,7 @@ fn apply_with_flower_tells_the_truth_or_fails_cleanly() {
     );
     assert_eq!(again["removed"], 0);
     let dump: Value = serde_json::from_slice(&run(&ns, &["dump-flows", "--json"]).stdout).unwrap();
-    let dumped = dump.as_array().unwrap();
+    let dumped = dump["flows"].as_array().unwrap();
     assert_eq!(dumped.len(), 4);
     assert!(
         dumped
@@ -155,19 +184,154 @@ fn apply_with_flower_tells_the_truth_or_fails_cleanly() {
 }
 
 #[test]
-fn ebpf_backend_is_not_there_yet() {
+fn ebpf_backend_applies_keeps_deletes_and_flushes_to_nothing() {
     let ns = ports();
     let dir = tempfile::tempdir().unwrap();
     let flows = write_flows(dir.path(), FLOWS);
     let before = tc_state(&ns);
     let out = run(&ns, &["apply", "--flows", &flows, "--backend", "ebpf"]);
-    assert!(!out.status.success());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
     assert!(
-        text(&out.stderr).contains("eBPF back end is not there yet"),
+        table.contains("4 flows, 0 in hardware, 0 removed"),
+        "{table}"
+    );
+    assert_eq!(
+        table.matches(" ebpf ").count(),
+        8,
+        "backend and where: {table}"
+    );
+
+    // The classifier is a cls_bpf filter tc lists, on the two in_ports.
+    let shown = ns.sh("tc", &["filter", "show", "dev", "rep0", "ingress"]);
+    assert!(
+        shown.contains("bpf") && shown.contains("plexus_tc") && shown.contains("direct-action"),
+        "{shown}"
+    );
+    assert!(
+        ns.sh("tc", &["filter", "show", "dev", "rep1", "ingress"])
+            .is_empty()
+    );
+    let prog_id: u32 = shown
+        .split_whitespace()
+        .skip_while(|w| *w != "id")
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no program id in {shown}"));
+
+    // Re-apply: everything kept; a changed table: one added, one removed.
+    let out = run(
+        &ns,
+        &["apply", "--flows", &flows, "--backend", "ebpf", "--json"],
+    );
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        again["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["change"] == "kept"),
+        "{again}"
+    );
+    let changed = write_flows(dir.path(), &FLOWS.replace("tp_dst=22", "tp_dst=23"));
+    let out = run(
+        &ns,
+        &["apply", "--flows", &changed, "--backend", "ebpf", "--json"],
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["removed"], 1, "{r}");
+    assert_eq!(
+        r["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["change"] == "added")
+            .count(),
+        1
+    );
+
+    let dump: Value = serde_json::from_slice(&run(&ns, &["dump-flows", "--json"]).stdout).unwrap();
+    let listed = dump["flows"].as_array().unwrap();
+    assert_eq!(listed.len(), 4);
+    assert!(
+        listed
+            .iter()
+            .all(|f| f["backend"] == "ebpf" && f["in_hw"] == false),
+        "{dump}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|f| f["flow"] == "table=0,priority=200,in_port=up0,tcp,tp_dst=23,actions=drop"),
+        "{dump}"
+    );
+    // IPv6 neighbour discovery on the new links matches no flow.
+    assert!(dump["ebpf"]["miss"]["packets"].is_u64(), "{dump}");
+
+    let out = run(&ns, &["del", "--in-port", "up0"]);
+    assert_eq!(
+        text(&out.stdout),
+        "deleted 2 flows\n",
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(tc_state(&ns), before);
+    let dump: Value = serde_json::from_slice(&run(&ns, &["dump-flows", "--json"]).stdout).unwrap();
+    assert_eq!(dump["flows"].as_array().unwrap().len(), 2);
+
+    let out = run(&ns, &["flush"]);
+    assert_eq!(
+        text(&out.stdout),
+        "deleted 2 flows\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(tc_state(&ns), before, "flush left a filter or qdisc");
+    assert!(
+        !Path::new(&bpf_dir(&ns)).exists(),
+        "flush left pins: {:?}",
+        bpffs().entries()
+    );
+    // The program goes with its last filter (after an RCU grace period).
+    let gone = (0..100).any(|_| {
+        if !prog_loaded(prog_id) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        false
+    });
+    assert!(gone, "program {prog_id} still loaded after flush");
+}
+
+/// Whether a BPF program id is still loaded (`BPF_PROG_GET_FD_BY_ID`).
+fn prog_loaded(id: u32) -> bool {
+    #[repr(C)]
+    struct Attr {
+        prog_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let attr = Attr {
+        prog_id: id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    // SAFETY: the bpf syscall reads `size_of::<Attr>()` bytes of `attr`.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_GET_FD_BY_ID,
+            &attr as *const Attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a descriptor the kernel just gave us.
+        unsafe { libc::close(fd as i32) };
+        true
+    } else {
+        false
+    }
 }
 
 #[test]
@@ -218,7 +382,7 @@ fn check_dump_flush_on_an_empty_host() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         serde_json::from_slice::<Value>(&out.stdout).unwrap(),
-        serde_json::json!([])
+        serde_json::json!({"flows": [], "ebpf": null})
     );
     assert_eq!(text(&run(&ns, &["flush"]).stdout), "deleted 0 flows\n");
 }
