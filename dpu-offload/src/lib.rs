@@ -14,6 +14,8 @@
 //! - [`datapath`]: the eBPF classifier in the kernel: load, pin, attach,
 //!   swap tables, read back.
 //! - [`backend`]: flower or eBPF per port; apply, dump and flush both.
+//! - [`eval`]: the reference evaluator: a table applied to one packet, the
+//!   obvious way, for tests to hold the back ends against.
 //! - [`selfcheck`]: invariants for the fuzz target.
 //!
 //! ```
@@ -34,6 +36,7 @@ pub mod dump;
 pub mod ebpf;
 pub mod eswitch;
 mod ethtool;
+pub mod eval;
 pub mod flow;
 pub mod flower;
 pub mod install;

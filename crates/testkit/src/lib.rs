@@ -1,6 +1,7 @@
 //! Test kit for Plexus real-kernel and fixture-based tests.
 //!
 //! - [`netns`]: throwaway named network namespaces (`/run/netns/<name>`).
+//! - [`packet`]: raw frames in and out of an interface (`AF_PACKET`).
 //! - [`sysfs`]: fake sysfs trees for SR-IOV device discovery tests.
 //! - [`vf`]: "emulated VFs", veth pairs registered as VF netdevs in a fake sysfs.
 //! - [`bpffs`]: a private BPF filesystem per test, for pinned maps.
@@ -31,6 +32,7 @@ pub mod bpffs;
 pub mod bytes;
 pub mod kubelet;
 pub mod netns;
+pub mod packet;
 pub mod sysfs;
 pub mod vf;
 
@@ -38,5 +40,6 @@ pub use apiserver::FakeApiServer;
 pub use bpffs::BpfFs;
 pub use kubelet::{FakeDeviceManager, FakeKubelet};
 pub use netns::{NetNs, netns_exists};
+pub use packet::{Frame, RawSocket};
 pub use sysfs::{FakeSysfs, NetdevSpec, PciDev, PfSpec, RepresentorSpec, VfSpec};
 pub use vf::{EmulatedVf, EmulatedVfSpec};
