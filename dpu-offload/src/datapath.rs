@@ -4,7 +4,8 @@
 //!
 //! Owns the pinned state (`--bpf-dir`, `/sys/fs/bpf/plexus` by default:
 //! `px_active`, `px_tables`, `px_masks`, `px_flows`, `px_stats`,
-//! `px_ports`), the
+//! `px_ports`, and the program, `px_prog_<hash of the object>`, so the
+//! verifier runs once per build rather than once per apply), the
 //! classifier's attachment (one `cls_bpf` direct-action filter per port at
 //! clsact ingress, preference [`PREF`], visible to `tc filter show`), and
 //! the generation swap:
@@ -25,7 +26,7 @@ use std::{
     collections::{HashMap, HashSet},
     fs::File,
     io,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -588,14 +589,27 @@ fn detach(nl: &mut Netlink, ifindex: u32, created_clsact: bool) -> Result<()> {
 #[derive(Debug)]
 pub struct Datapath {
     dir: PathBuf,
-    ebpf: Ebpf,
+    prog: OwnedFd,
     maps: Maps,
     _lock: DirLock,
 }
 
+/// The pin name of this build's program: the verifier runs once per build
+/// and host, later applies reuse the pinned program (and its maps).
+fn prog_pin_name() -> String {
+    let h = OBJECT.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{PROG_PIN_PREFIX}{h:016x}")
+}
+
+/// Program pins start with this.
+const PROG_PIN_PREFIX: &str = "px_prog_";
+
 impl Datapath {
-    /// Loads the classifier, creating the pinned maps in `dir` or reusing
-    /// them, and takes the directory's lock.
+    /// Opens the datapath in `dir` for writing, taking the directory's
+    /// lock: reuses this build's pinned program and the pinned maps, or
+    /// loads the classifier (creating or reusing the maps) and pins it.
     ///
     /// # Errors
     /// No bpffs, pins of another build, or the verifier's refusal.
@@ -603,6 +617,24 @@ impl Datapath {
         prepare_dir(dir)?;
         let lock = DirLock::take(dir)?;
         check_pins(dir)?;
+        let pin = dir.join(prog_pin_name());
+        if pin.exists() {
+            if let Some(maps) = Maps::open(dir)? {
+                let prog = SchedClassifier::from_pin(&pin)
+                    .map_err(|e| DatapathError::Load(format!("{}: {e}", pin.display())))?;
+                let fd = prog
+                    .fd()
+                    .and_then(|f| f.as_fd().try_clone_to_owned().map_err(Into::into))
+                    .map_err(|e| DatapathError::Load(format!("{e}")))?;
+                return Ok(Self {
+                    dir: dir.to_owned(),
+                    prog: fd,
+                    maps,
+                    _lock: lock,
+                });
+            }
+            std::fs::remove_file(&pin).map_err(io_err(&pin))?;
+        }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(dir)
             .load(OBJECT)
@@ -623,10 +655,22 @@ impl Datapath {
             };
             DatapathError::Load(format!("{e}\n{log}"))
         })?;
+        // Programs of other builds go; this one stays for the next apply.
+        for e in std::fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+            if e.file_name().to_string_lossy().starts_with(PROG_PIN_PREFIX) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        prog.pin(&pin)
+            .map_err(|e| DatapathError::Load(format!("pinning {}: {e}", pin.display())))?;
+        let fd = prog
+            .fd()
+            .and_then(|f| f.as_fd().try_clone_to_owned().map_err(Into::into))
+            .map_err(|e| DatapathError::Load(format!("{e}")))?;
         let maps = Maps::from_ebpf(&mut ebpf)?;
         Ok(Self {
             dir: dir.to_owned(),
-            ebpf,
+            prog: fd,
             maps,
             _lock: lock,
         })
@@ -637,15 +681,8 @@ impl Datapath {
         &self.maps
     }
 
-    fn prog_fd(&self) -> Result<u32> {
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(PROGRAM)
-            .ok_or_else(|| DatapathError::Load(format!("no program {PROGRAM}")))?
-            .try_into()
-            .map_err(|e| DatapathError::Load(format!("{e}")))?;
-        let fd = prog.fd().map_err(|e| DatapathError::Load(format!("{e}")))?;
-        Ok(fd.as_fd().as_raw_fd() as u32)
+    fn prog_fd(&self) -> u32 {
+        self.prog.as_raw_fd() as u32
     }
 
     /// Installs `table` (compiled by [`ebpf::compile`]) as the new
@@ -824,7 +861,7 @@ impl Datapath {
         attached: &HashMap<u32, u32>,
         new_ports: &mut Vec<(u32, u32)>,
     ) -> Result<()> {
-        let fd = self.prog_fd()?;
+        let fd = self.prog_fd();
         for &p in ports {
             if !attached.contains_key(&p) {
                 let flags = match tc::add_clsact(nl, p) {
@@ -898,7 +935,13 @@ pub fn flush(nl: &mut Netlink, dir: &Path, ports: &PortMap) -> Result<usize> {
 }
 
 fn remove_pins(dir: &Path) -> Result<()> {
-    for (name, ..) in MAPS {
+    let progs = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(PROG_PIN_PREFIX));
+    let names: Vec<String> = MAPS.iter().map(|m| m.0.to_owned()).chain(progs).collect();
+    for name in names {
         let p = dir.join(name);
         match std::fs::remove_file(&p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&p)(e)),

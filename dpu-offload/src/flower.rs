@@ -673,7 +673,8 @@ pub enum TcAct {
 /// `mod_vlan_vid` without `push_vlan` modifies a tag, or pushes one on an
 /// untagged packet (OpenFlow 1.0). tc has to be told which when the filter
 /// is built, so the flow must say whether the packet is tagged (`dl_vlan=N`
-/// or `dl_vlan=0xffff`). `vlan modify` rewrites VID and PCP together, so
+/// or `dl_vlan=0xffff`, or `dl_type` alone, which matches untagged packets
+/// only). `vlan modify` rewrites VID and PCP together, so
 /// `mod_vlan_pcp` alone needs the VID from `dl_vlan=N`.
 ///
 /// # Errors
@@ -686,6 +687,9 @@ pub fn plan_actions(flow: &Flow, ports: &PortMap) -> Result<Vec<TcAct>, CompileE
     let mut tag = match flow.matches.vlan {
         Some(VlanMatch::Untagged) => Tag::Absent,
         Some(VlanMatch::Tagged { vid, .. }) => Tag::Present(vid),
+        // tc's protocol: a filter for an EtherType sees untagged packets
+        // only.
+        None if flow.matches.dl_type.is_some() => Tag::Absent,
         None => Tag::Unknown,
     };
     let a = &flow.actions;

@@ -2,9 +2,12 @@
 //! "representors" in a switch namespace where nothing else forwards; the
 //! classifier decides everything, and traffic proves each decision.
 
+use std::{net::UdpSocket, time::Duration};
+
 use plexus_dpu_offload::{
     datapath::{self, Datapath, Maps},
-    ebpf, install,
+    ebpf,
+    install::{self, Change},
     parse::parse_flows,
 };
 use plexus_netlink::Netlink;
@@ -98,6 +101,19 @@ impl Rig {
         })
     }
 
+    /// Packets of a flow, found by its canonical text.
+    fn packets(&self, flow: &str) -> u64 {
+        let all = self.installed();
+        all.iter()
+            .find(|f| f.flow.to_string() == flow)
+            .unwrap_or_else(|| {
+                let have: Vec<String> = all.iter().map(|f| f.flow.to_string()).collect();
+                panic!("{flow} not installed: {have:#?}")
+            })
+            .counters
+            .packets
+    }
+
     fn installed(&self) -> Vec<datapath::EbpfInstalled> {
         let dir = self.bpf.pin_dir();
         self.sw.run(move || {
@@ -152,4 +168,179 @@ fn redirect_flows_carry_pings_and_count_them() {
         .map(|f| f.counters.packets)
         .collect();
     assert_eq!(icmp, vec![3, 3], "{flows:#?}");
+}
+
+/// A UDP socket bound in VF `i` (port `port`), with a short read timeout.
+fn udp_in(rig: &Rig, i: usize, port: u16) -> UdpSocket {
+    let addr = format!("{}:{port}", ip(i));
+    rig.vfs[i].run(move || {
+        let s = UdpSocket::bind(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s
+    })
+}
+
+fn count_received(s: &UdpSocket) -> usize {
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while s.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_five_tuple_drop_stops_exactly_its_packets() {
+    let rig = Rig::new(2);
+    rig.apply(
+        "priority=200,in_port=rep0,udp,nw_src=10.9.0.1,nw_dst=10.9.0.2,tp_src=4000,tp_dst=5001,actions=drop\n\
+         priority=100,in_port=rep0,ip,actions=output:rep1\n",
+    );
+    let open = udp_in(&rig, 1, 5000);
+    let closed = udp_in(&rig, 1, 5001);
+    let tx = rig.vfs[0].run(|| UdpSocket::bind("10.9.0.1:4000").unwrap());
+    for _ in 0..50 {
+        tx.send_to(b"a", "10.9.0.2:5000").unwrap();
+        tx.send_to(b"b", "10.9.0.2:5001").unwrap();
+    }
+    assert_eq!(count_received(&open), 50);
+    assert_eq!(
+        count_received(&closed),
+        0,
+        "the 5-tuple drop let packets through"
+    );
+    assert_eq!(
+        rig.packets("table=0,priority=200,in_port=rep0,udp,nw_src=10.9.0.1,nw_dst=10.9.0.2,tp_src=4000,tp_dst=5001,actions=drop"),
+        50
+    );
+    assert_eq!(
+        rig.packets("table=0,priority=100,in_port=rep0,ip,actions=output:rep1"),
+        50
+    );
+}
+
+#[test]
+fn vlan_push_and_pop_carry_pings_across_a_tagged_trunk() {
+    // rep0 -> push 100 -> trunk0 ~ trunk1 -> pop -> rep1, and back with
+    // VID 200: pings pass only if both tags are pushed, matched and popped.
+    let rig = Rig::new(2);
+    rig.sw.sh(
+        "ip",
+        &[
+            "link", "add", "trunk0", "type", "veth", "peer", "name", "trunk1",
+        ],
+    );
+    for l in ["trunk0", "trunk1"] {
+        rig.sw.sh("ip", &["link", "set", l, "up"]);
+    }
+    rig.apply(
+        "in_port=rep0,ip,actions=push_vlan:0x8100,mod_vlan_vid:100,output:trunk0\n\
+         in_port=trunk1,dl_vlan=100,ip,actions=strip_vlan,output:rep1\n\
+         in_port=rep1,ip,actions=mod_vlan_vid:200,output:trunk1\n\
+         in_port=trunk0,dl_vlan=200,ip,actions=pop_vlan,output:rep0\n",
+    );
+    assert!(rig.ping(0, 1, 4));
+    for f in [
+        "table=0,priority=32768,in_port=trunk1,ip,dl_vlan=100,actions=strip_vlan,output:rep1",
+        "table=0,priority=32768,in_port=trunk0,ip,dl_vlan=200,actions=strip_vlan,output:rep0",
+    ] {
+        assert_eq!(rig.packets(f), 4, "{f}");
+    }
+}
+
+#[test]
+fn a_mac_rewrite_makes_a_misaddressed_ping_arrive() {
+    let rig = Rig::new(2);
+    // VF0 believes 10.9.0.2 is at 02:00:00:00:00:ee; only the rewrite to
+    // VF1's real MAC gets the echo accepted there.
+    rig.vfs[0].sh(
+        "ip",
+        &[
+            "neigh",
+            "replace",
+            "10.9.0.2",
+            "lladdr",
+            "02:00:00:00:00:ee",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    );
+    let base = "in_port=rep1,ip,actions=output:rep0\n";
+    rig.apply(&format!("in_port=rep0,ip,actions=output:rep1\n{base}"));
+    assert!(!rig.ping(0, 1, 1), "VF1 accepted a frame for another MAC");
+    rig.apply(&format!(
+        "in_port=rep0,ip,dl_dst=02:00:00:00:00:ee,actions=mod_dl_dst:{},output:rep1\n{base}",
+        mac(1)
+    ));
+    assert!(rig.ping(0, 1, 2));
+}
+
+#[test]
+fn reapplying_a_changed_table_loses_no_packet_of_an_unchanged_flow() {
+    let rig = Rig::new(3);
+    let stream = "in_port=rep0,udp,tp_dst=6000,actions=output:rep1\n";
+    let report = rig.apply(stream);
+    let rx = udp_in(&rig, 1, 6000);
+    // Room for the whole stream, so a busy CPU cannot make the socket drop
+    // what the datapath delivered; read as they come all the same.
+    let size: libc::c_int = 16 << 20;
+    // SAFETY: setsockopt with a valid fd and a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&rx),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            4,
+        )
+    };
+    assert_eq!(rc, 0);
+    let receiver = std::thread::spawn(move || count_received(&rx));
+    let tx = rig.vfs[0].run(|| UdpSocket::bind("10.9.0.1:0").unwrap());
+    const N: usize = 3000;
+    let sender = std::thread::spawn(move || {
+        for _ in 0..N {
+            tx.send_to(b"s", "10.9.0.2:6000").unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    // Swap tables under the stream: other flows come and go, the stream's
+    // flow stays and keeps its counter slot.
+    let mut swaps = 0;
+    while !sender.is_finished() {
+        let extra = if swaps % 2 == 0 {
+            "in_port=rep2,ip,actions=output:rep0\nin_port=rep0,tcp,actions=drop\n"
+        } else {
+            "in_port=rep1,arp,actions=output:rep2\n"
+        };
+        let r = rig.apply(&format!("{stream}{extra}"));
+        assert_eq!(r.flows[0].1, Change::Kept);
+        assert_eq!(
+            r.flows[0].2, report.flows[0].2,
+            "the stream's flow moved to another slot"
+        );
+        swaps += 1;
+    }
+    sender.join().unwrap();
+    assert!(swaps >= 3, "only {swaps} swaps during the stream");
+    let got = receiver.join().unwrap();
+    // Every packet matched the stream's flow through all the swaps; what
+    // VF1 did not get, the veth queue behind rep1 dropped (a CPU busy with
+    // swaps on a small machine), and says so.
+    assert_eq!(
+        rig.packets("table=0,priority=32768,in_port=rep0,udp,tp_dst=6000,actions=output:rep1"),
+        N as u64
+    );
+    let queue_drops =
+        rig.sw.ip_json(&["-s", "link", "show", "rep1"])[0]["stats64"]["tx"]["dropped"]
+            .as_u64()
+            .unwrap();
+    assert_eq!(
+        got + queue_drops as usize,
+        N,
+        "packets lost across {swaps} swaps beyond the {queue_drops} the veth queue dropped"
+    );
 }

@@ -29,7 +29,8 @@ const PORTS: usize = 4;
 
 struct Rig {
     sw: NetNs,
-    vfs: Vec<NetNs>,
+    /// Kept alive for the sockets' interfaces.
+    _vfs: Vec<NetNs>,
     socks: Vec<RawSocket>,
     bpf: BpfFs,
 }
@@ -75,7 +76,7 @@ impl Rig {
         }
         Rig {
             sw,
-            vfs,
+            _vfs: vfs,
             socks,
             bpf: BpfFs::new().unwrap(),
         }
