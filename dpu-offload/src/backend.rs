@@ -128,17 +128,22 @@ pub fn choose(
     Ok(out)
 }
 
-fn split(
-    flows: &[Flow],
-    ports: &PortMap,
-    by_port: &HashMap<u32, Backend>,
-) -> (Vec<Flow>, Vec<Flow>) {
-    flows.iter().cloned().partition(|f| {
-        ports
+/// The flows of flower ports and of eBPF ports, each with the flows'
+/// indexes in the whole table.
+type Part = (Vec<Flow>, Vec<usize>);
+
+fn split(flows: &[Flow], ports: &PortMap, by_port: &HashMap<u32, Backend>) -> (Part, Part) {
+    let (mut fl, mut eb): (Part, Part) = Default::default();
+    for (i, f) in flows.iter().enumerate() {
+        let flower = ports
             .ifindex(&f.in_port)
             .and_then(|i| by_port.get(&i))
-            .is_some_and(|b| *b == Backend::Flower)
-    })
+            .is_some_and(|b| *b == Backend::Flower);
+        let part = if flower { &mut fl } else { &mut eb };
+        part.0.push(f.clone());
+        part.1.push(i);
+    }
+    (fl, eb)
 }
 
 /// Applies `flows`: each port's flows with its back end, replacing every
@@ -157,7 +162,7 @@ pub fn apply(
     bpf_dir: &Path,
 ) -> Result<ApplyReport, ApplyError> {
     let by_port = choose(flows, ports, choice, policy, features)?;
-    let (fl, eb) = split(flows, ports, &by_port);
+    let ((fl, fl_idx), (eb, eb_idx)) = split(flows, ports, &by_port);
     // Validate both parts before touching anything.
     let table = ebpf::compile(&eb, ports).map_err(ApplyError::Compile)?;
     crate::flower::compile(&fl, ports, policy).map_err(ApplyError::Compile)?;
@@ -168,11 +173,18 @@ pub fn apply(
             tracing::warn!(error = %e, "no cls_flower in this kernel: the offload-capable ports get the eBPF datapath too");
             let table = ebpf::compile(flows, ports).map_err(ApplyError::Compile)?;
             let r = apply_ebpf(nl, &table, ports, bpf_dir)?;
-            return Ok(merge(flows, None, &r));
+            let all: Vec<usize> = (0..flows.len()).collect();
+            return Ok(merge(flows, &all, None, &[], &r));
         }
         r => r?,
     };
-    Ok(merge(&eb, Some(flower_report), &ebpf_report))
+    Ok(merge(
+        &eb,
+        &eb_idx,
+        Some(flower_report),
+        &fl_idx,
+        &ebpf_report,
+    ))
 }
 
 fn apply_ebpf(
@@ -193,12 +205,28 @@ fn apply_ebpf(
     Ok(dp.apply(nl, table, ports)?)
 }
 
-/// One report for both parts, in the order of the flow file.
-fn merge(eb: &[Flow], flower: Option<ApplyReport>, r: &datapath::EbpfReport) -> ApplyReport {
-    let mut flows: Vec<Placement> = flower.as_ref().map_or_else(Vec::new, |f| f.flows.clone());
+/// One report for both parts, in table order: `eb_idx`/`fl_idx` map each
+/// part's flow indexes to the whole table's.
+fn merge(
+    eb: &[Flow],
+    eb_idx: &[usize],
+    flower: Option<ApplyReport>,
+    fl_idx: &[usize],
+    r: &datapath::EbpfReport,
+) -> ApplyReport {
+    let mut removed = r.removed;
+    let mut flows: Vec<Placement> = Vec::with_capacity(eb.len() + fl_idx.len());
+    if let Some(f) = flower {
+        removed += f.removed;
+        flows.extend(f.flows.into_iter().map(|p| Placement {
+            index: fl_idx[p.index],
+            ..p
+        }));
+    }
     for &(index, change, slot) in &r.flows {
         let flow = &eb[index];
         flows.push(Placement {
+            index: eb_idx[index],
             line: flow.line,
             flow: flow.to_string(),
             port: flow.in_port.clone(),
@@ -212,11 +240,8 @@ fn merge(eb: &[Flow], flower: Option<ApplyReport>, r: &datapath::EbpfReport) -> 
             change,
         });
     }
-    flows.sort_by_key(|p| p.line);
-    ApplyReport {
-        flows,
-        removed: flower.map_or(0, |f| f.removed) + r.removed,
-    }
+    flows.sort_by_key(|p| p.index);
+    ApplyReport { flows, removed }
 }
 
 /// An installed flow of either back end, as `dump-flows` shows it.

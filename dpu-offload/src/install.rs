@@ -86,6 +86,8 @@ pub enum Change {
 /// Where one flow of the table lives after an apply.
 #[derive(Debug, Clone, Serialize)]
 pub struct Placement {
+    /// Index of the flow in the applied table.
+    pub index: usize,
     /// Line in the flow file.
     pub line: usize,
     /// The flow, canonical form.
@@ -353,6 +355,7 @@ pub fn apply(
             };
             let flow = &flows[c.index];
             Placement {
+                index: c.index,
                 line: flow.line,
                 flow: flow.to_string(),
                 port: flow.in_port.clone(),

@@ -14,6 +14,7 @@
 //! - [`datapath`]: the eBPF classifier in the kernel: load, pin, attach,
 //!   swap tables, read back.
 //! - [`backend`]: flower or eBPF per port; apply, dump and flush both.
+//! - [`agent`]: reconciles flow-table files and reports per-flow status.
 //! - [`eval`]: the reference evaluator: a table applied to one packet, the
 //!   obvious way, for tests to hold the back ends against.
 //! - [`selfcheck`]: invariants for the fuzz target.
@@ -30,6 +31,7 @@
 //! assert_eq!((filters[0].ifindex, filters[0].protocol), (7, 0x0800));
 //! ```
 
+pub mod agent;
 pub mod backend;
 pub mod datapath;
 pub mod dump;

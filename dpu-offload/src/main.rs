@@ -4,9 +4,10 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use plexus_dpu_offload::{
+    agent,
     backend::{self, Choice, FlowStatus},
     datapath::{self, DatapathStats},
     eswitch::{self, Ethtool, Features},
@@ -99,6 +100,36 @@ enum Command {
     },
     /// Delete every Plexus flow.
     Flush,
+    /// Keep the installed flows equal to the `*.flows` files of a
+    /// directory, and write per-flow status beside them.
+    Agent {
+        /// The directory of flow tables (`*.flows`, one table per file).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where status goes (`<file>.json` per table); default
+        /// `<dir>/status`.
+        #[arg(long)]
+        status_dir: Option<PathBuf>,
+        /// How often to look at the directory and refresh status.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Re-apply this often even when nothing changed (flows removed by
+        /// hand come back).
+        #[arg(long, default_value_t = 30)]
+        resync_secs: u64,
+        /// hw-only (skip_sw), prefer-hw (default) or sw-only (skip_hw).
+        #[arg(long, default_value = "prefer-hw")]
+        policy: Policy,
+        /// Back end.
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: Backend,
+        /// Leave the flows installed when stopped (SIGTERM/SIGINT).
+        #[arg(long)]
+        keep_on_exit: bool,
+        /// One reconcile, then exit (flows stay).
+        #[arg(long)]
+        once: bool,
+    },
     /// List switchdev eSwitches and their representors.
     Representors {
         /// JSON instead of a table.
@@ -269,6 +300,55 @@ fn run(cli: Cli) -> Result<()> {
             let ports = ports(&mut nl, &sysfs)?;
             let n = backend::flush(&mut nl, &ports, &cli.bpf_dir)?;
             out(&format!("deleted {n} flows\n"));
+        }
+        Command::Agent {
+            dir,
+            status_dir,
+            interval_ms,
+            resync_secs,
+            policy,
+            backend,
+            keep_on_exit,
+            once,
+        } => {
+            if !dir.is_dir() {
+                bail!("{}: not a directory", dir.display());
+            }
+            agent::block_signals();
+            let mut a = agent::Agent::new(agent::Config {
+                status_dir: status_dir.unwrap_or_else(|| dir.join("status")),
+                dir,
+                bpf_dir: cli.bpf_dir.clone(),
+                choice: backend.into(),
+                policy,
+                resync: std::time::Duration::from_secs(resync_secs),
+            });
+            let mut nl = Netlink::new()?;
+            loop {
+                // Ports come and go (a VF's representor appears with its
+                // pod): look again every cycle.
+                match ports(&mut nl, &sysfs) {
+                    Ok(p) => {
+                        if let Err(e) = a.cycle(&mut nl, &p, &Ethtool) {
+                            tracing::warn!(error = %format!("{e:#}"), "reconcile failed; retrying");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "listing ports failed; retrying")
+                    }
+                }
+                if once {
+                    break;
+                }
+                if agent::wait_for_signal(std::time::Duration::from_millis(interval_ms)) {
+                    if !keep_on_exit {
+                        let p = ports(&mut nl, &sysfs)?;
+                        let n = a.shutdown(&mut nl, &p)?;
+                        tracing::info!(flows = n, "stopped; removed the flows");
+                    }
+                    break;
+                }
+            }
         }
         Command::Representors { json } => {
             let switches = eswitch::discover(&sysfs, &Ethtool);

@@ -413,3 +413,149 @@ fn representors_from_a_fake_sysfs() {
         text(&out.stdout)
     );
 }
+
+/// Waits until `cond` holds on the table's status file.
+fn wait_status(status: &Path, file: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let path = status.join(format!("{file}.json"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(v) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        {
+            if cond(&v) {
+                return v;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("{}: never {what}: {v:#}", path.display());
+            }
+        } else if std::time::Instant::now() > deadline {
+            panic!("{}: never written ({what})", path.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn dumped(ns: &NetNs) -> Vec<Value> {
+    let out = run(ns, &["dump-flows", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["flows"].as_array().unwrap().clone()
+}
+
+fn start_agent(ns: &NetNs, dir: &Path) -> std::process::Child {
+    ns.command(bin("dpu-offload"))
+        .unwrap()
+        .args([
+            "--bpf-dir",
+            &bpf_dir(ns),
+            "agent",
+            "--interval-ms",
+            "100",
+            "--dir",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn agent_installs_changes_and_removes_tables_and_survives_kill_9() {
+    let ns = ports();
+    let dir = tempfile::tempdir().unwrap();
+    let status = dir.path().join("status");
+    let before = tc_state(&ns);
+    let a = "in_port=rep0,ip,actions=output:up0\nin_port=up0,ip,actions=output:rep0\n";
+    std::fs::write(dir.path().join("a.flows"), a).unwrap();
+    let mut agent = start_agent(&ns, dir.path());
+
+    let st = wait_status(&status, "a.flows", "applied", |v| v["applied"] == true);
+    let flows = st["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 2, "{st:#}");
+    assert!(
+        flows
+            .iter()
+            .all(|f| f["backend"] == "ebpf" && f["location"] == "ebpf"),
+        "{st:#}"
+    );
+    assert_eq!(dumped(&ns).len(), 2);
+
+    // Changed: a third flow appears.
+    std::fs::write(
+        dir.path().join("a.flows"),
+        format!("{a}priority=200,in_port=up0,tcp,tp_dst=22,actions=drop\n"),
+    )
+    .unwrap();
+    wait_status(&status, "a.flows", "three flows", |v| {
+        v["flows"].as_array().is_some_and(|f| f.len() == 3)
+    });
+    assert_eq!(dumped(&ns).len(), 3);
+
+    // A table that does not parse is reported and changes nothing.
+    std::fs::write(
+        dir.path().join("b.flows"),
+        "in_port=rep1,ip,nw_dst=10.0.0.0/99,actions=drop\n",
+    )
+    .unwrap();
+    let b = wait_status(&status, "b.flows", "an error", |v| !v["error"].is_null());
+    assert!(b["error"].as_str().unwrap().contains("b.flows:1:"), "{b:#}");
+    assert_eq!(b["applied"], false);
+    assert_eq!(dumped(&ns).len(), 3);
+    // Fixed, it joins the others.
+    std::fs::write(dir.path().join("b.flows"), "in_port=rep1,ip,actions=drop\n").unwrap();
+    wait_status(&status, "b.flows", "applied", |v| {
+        v["applied"] == true && v["flows"].as_array().is_some_and(|f| f.len() == 1)
+    });
+    assert_eq!(dumped(&ns).len(), 4);
+
+    // Removed: its flows go.
+    std::fs::remove_file(dir.path().join("b.flows")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while dumped(&ns).len() != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b's flow stayed: {:#?}",
+            dumped(&ns)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!status.join("b.flows.json").exists());
+
+    // kill -9: the datapath keeps the flows; a new agent finds them and
+    // keeps them (same counter slots), with nothing doubled.
+    let slots = |flows: &[Value]| {
+        let mut s: Vec<u64> = flows.iter().map(|f| f["slot"].as_u64().unwrap()).collect();
+        s.sort_unstable();
+        s
+    };
+    let before_kill = slots(&dumped(&ns));
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert_eq!(
+        slots(&dumped(&ns)),
+        before_kill,
+        "flows went with the agent"
+    );
+    std::fs::remove_dir_all(&status).unwrap();
+    let mut agent = start_agent(&ns, dir.path());
+    wait_status(&status, "a.flows", "applied again", |v| {
+        v["applied"] == true
+    });
+    let after = dumped(&ns);
+    assert_eq!(after.len(), 3, "{after:#?}");
+    assert_eq!(
+        slots(&after),
+        before_kill,
+        "restart re-added flows instead of keeping them"
+    );
+
+    // SIGTERM: everything goes, and tc is as it was.
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) }, 0);
+    let code = agent.wait().unwrap();
+    assert!(code.success(), "{code}");
+    assert!(dumped(&ns).is_empty());
+    assert_eq!(tc_state(&ns), before);
+    assert!(!Path::new(&bpf_dir(&ns)).exists());
+}

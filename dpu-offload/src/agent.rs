@@ -1,0 +1,377 @@
+//! `dpu-offload agent`: keeps the installed flows equal to the flow tables
+//! in a directory, and writes back where each flow runs and what it counted.
+//!
+//! Owns the reconcile loop: every `*.flows` file of the directory is one
+//! table; their flows, files in name order, are applied together with the
+//! back-end choice and policy of the agent (the installer keeps what is
+//! already there, so a cycle that changes nothing touches nothing). A file
+//! that does not parse keeps its last good version installed and says why
+//! in its status; a table that does not compile (a port not there yet)
+//! leaves the installed flows as they are and is retried. Everything
+//! installed is found again from the kernel, so an agent killed with
+//! `kill -9` and started again reconciles without duplicates; on SIGTERM
+//! or SIGINT it removes what it installed (unless told to keep it).
+//!
+//! Status: `<status-dir>/<file>.json` per table, written atomically.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use plexus_netlink::Netlink;
+use serde::Serialize;
+
+use crate::{
+    backend::{self, Choice, FlowStatus},
+    dump::Location,
+    eswitch::Features,
+    flow::Flow,
+    flower::{Policy, PortMap},
+    install::{self, Placement},
+    parse,
+};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The watched directory (`*.flows` files).
+    pub dir: PathBuf,
+    /// Where status files go.
+    pub status_dir: PathBuf,
+    /// BPF pin directory of the eBPF datapath.
+    pub bpf_dir: PathBuf,
+    /// Back-end choice.
+    pub choice: Choice,
+    /// Flower policy.
+    pub policy: Policy,
+    /// Re-apply even without a change this often (someone may have
+    /// deleted flows by hand).
+    pub resync: Duration,
+}
+
+/// One flow's status line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowReport {
+    /// Line in its file.
+    pub line: usize,
+    /// Canonical form.
+    pub flow: String,
+    /// `flower` or `ebpf`; `None` when not installed.
+    pub backend: Option<&'static str>,
+    /// `hw`, `tc-sw` or `ebpf`.
+    pub location: Option<Location>,
+    /// Whether the NIC holds it.
+    pub in_hw: bool,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The status of one table file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableStatus {
+    /// File name.
+    pub file: String,
+    /// Whether the table as it is now in the file is installed.
+    pub applied: bool,
+    /// Why not (a parse error keeps the last good version installed).
+    pub error: Option<String>,
+    /// The flows installed for this file.
+    pub flows: Vec<FlowReport>,
+    /// Seconds since the epoch.
+    pub updated: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Table {
+    text: String,
+    flows: Vec<Flow>,
+}
+
+/// The flows last applied (with their files) and where they went.
+type Applied = (Vec<(String, Flow)>, Vec<Placement>);
+
+/// The agent's memory between cycles.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: Config,
+    /// Last good version of each file.
+    good: BTreeMap<String, Table>,
+    /// Parse errors of the current version, by file.
+    file_errors: BTreeMap<String, String>,
+    /// What was applied last, and how it went.
+    applied: Option<Applied>,
+    apply_error: Option<String>,
+    last_apply: Option<Instant>,
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cycle {
+    /// An apply ran.
+    pub applied: bool,
+    /// Flows added by it.
+    pub added: usize,
+    /// Flows removed by it.
+    pub removed: usize,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Agent {
+    /// An agent that has done nothing yet.
+    pub fn new(cfg: Config) -> Self {
+        Self {
+            cfg,
+            good: BTreeMap::new(),
+            file_errors: BTreeMap::new(),
+            applied: None,
+            apply_error: None,
+            last_apply: None,
+        }
+    }
+
+    /// Reads the directory: new last-good versions, parse errors, files
+    /// gone.
+    fn read_dir(&mut self) -> std::io::Result<()> {
+        let mut seen = Vec::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&self.cfg.dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "flows") && p.is_file())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            seen.push(name.clone());
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue; // being replaced; next cycle
+            };
+            if self.good.get(&name).is_some_and(|t| t.text == text) {
+                self.file_errors.remove(&name);
+                continue;
+            }
+            match parse::parse_flows(&text) {
+                Ok(flows) => {
+                    self.file_errors.remove(&name);
+                    self.good.insert(name, Table { text, flows });
+                }
+                Err(errs) => {
+                    let msg = errs
+                        .iter()
+                        .map(|e| format!("{name}:{}:{}: {}", e.line, e.column, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    tracing::warn!(file = %name, error = %msg, "flow table does not parse; keeping its last good version");
+                    self.file_errors.insert(name, msg);
+                }
+            }
+        }
+        self.good.retain(|n, _| seen.contains(n));
+        self.file_errors.retain(|n, _| seen.contains(n));
+        Ok(())
+    }
+
+    fn desired(&self) -> Vec<(String, Flow)> {
+        self.good
+            .iter()
+            .flat_map(|(n, t)| t.flows.iter().map(move |f| (n.clone(), f.clone())))
+            .collect()
+    }
+
+    /// One reconcile: read the directory, apply when something changed
+    /// (or the resync time is up), write the status files.
+    ///
+    /// # Errors
+    /// The directory cannot be read, or status cannot be written. Apply
+    /// failures are not errors of the cycle: they go into the status and
+    /// are retried.
+    pub fn cycle(
+        &mut self,
+        nl: &mut Netlink,
+        ports: &PortMap,
+        features: &dyn Features,
+    ) -> anyhow::Result<Cycle> {
+        self.read_dir()?;
+        let desired = self.desired();
+        let changed = self
+            .applied
+            .as_ref()
+            .is_none_or(|(flows, _)| *flows != desired);
+        let due = self
+            .last_apply
+            .is_none_or(|t| t.elapsed() >= self.cfg.resync);
+        let mut out = Cycle::default();
+        if changed || due || self.apply_error.is_some() {
+            let flows: Vec<Flow> = desired.iter().map(|(_, f)| f.clone()).collect();
+            match backend::apply(
+                nl,
+                &flows,
+                ports,
+                self.cfg.choice,
+                self.cfg.policy,
+                features,
+                &self.cfg.bpf_dir,
+            ) {
+                Ok(r) => {
+                    out.applied = true;
+                    out.added = r
+                        .flows
+                        .iter()
+                        .filter(|p| p.change == install::Change::Added)
+                        .count();
+                    out.removed = r.removed;
+                    if out.added + out.removed > 0 {
+                        tracing::info!(
+                            flows = r.flows.len(),
+                            added = out.added,
+                            removed = out.removed,
+                            "flow tables applied"
+                        );
+                    }
+                    self.applied = Some((desired, r.flows));
+                    self.apply_error = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "apply failed; the installed flows stay as they were");
+                    self.apply_error = Some(e.to_string());
+                }
+            }
+            self.last_apply = Some(Instant::now());
+        }
+        self.write_status(nl, ports)?;
+        Ok(out)
+    }
+
+    fn write_status(&self, nl: &mut Netlink, ports: &PortMap) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.cfg.status_dir)?;
+        let (installed, _) = backend::installed(nl, ports, &self.cfg.bpf_dir)?;
+        // Installed flows by where they are: eBPF slot, or flower filter.
+        let mut by_slot: HashMap<u32, &FlowStatus> = HashMap::new();
+        let mut by_filter: HashMap<(Option<u32>, u32, u16, u32), &FlowStatus> = HashMap::new();
+        for f in &installed {
+            if let Some(s) = f.slot {
+                by_slot.insert(s, f);
+            }
+            if let Some((c, p, h)) = f.tc {
+                by_filter.insert((ports.ifindex(&f.flow.in_port), c, p, h), f);
+            }
+        }
+        let mut reports: BTreeMap<&str, Vec<FlowReport>> = BTreeMap::new();
+        if let Some((flows, placed)) = &self.applied {
+            for ((file, flow), p) in flows.iter().zip(placed) {
+                let found = match (p.slot, p.prio, p.handle) {
+                    (Some(s), ..) => by_slot.get(&s),
+                    (None, Some(pref), Some(h)) => {
+                        by_filter.get(&(ports.ifindex(&flow.in_port), p.chain, pref, h))
+                    }
+                    _ => None,
+                };
+                reports.entry(file).or_default().push(FlowReport {
+                    line: flow.line,
+                    flow: flow.to_string(),
+                    backend: found.map(|f| match f.backend {
+                        backend::Backend::Flower => "flower",
+                        backend::Backend::Ebpf => "ebpf",
+                    }),
+                    location: found.map(|f| f.location),
+                    in_hw: found.is_some_and(|f| f.in_hw()),
+                    packets: found.map_or(0, |f| f.counters.packets),
+                    bytes: found.map_or(0, |f| f.counters.bytes),
+                });
+            }
+        }
+        let names: Vec<&String> = self.good.keys().chain(self.file_errors.keys()).collect();
+        for name in names {
+            let error = self
+                .file_errors
+                .get(name)
+                .cloned()
+                .or_else(|| self.apply_error.clone());
+            let st = TableStatus {
+                file: name.clone(),
+                applied: error.is_none() && self.applied.is_some(),
+                error,
+                flows: reports.remove(name.as_str()).unwrap_or_default(),
+                updated: now_secs(),
+            };
+            write_atomic(
+                &self.cfg.status_dir.join(format!("{name}.json")),
+                &serde_json::to_vec_pretty(&st)?,
+            )?;
+        }
+        // Status of files that are gone goes too.
+        for e in std::fs::read_dir(&self.cfg.status_dir)?.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(table) = n.strip_suffix(".json")
+                && !self.good.contains_key(table)
+                && !self.file_errors.contains_key(table)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes everything installed (both back ends) and the status files.
+    ///
+    /// # Errors
+    /// The flush failed.
+    pub fn shutdown(&self, nl: &mut Netlink, ports: &PortMap) -> anyhow::Result<usize> {
+        let n = backend::flush(nl, ports, &self.cfg.bpf_dir)?;
+        if let Ok(rd) = std::fs::read_dir(&self.cfg.status_dir) {
+            for e in rd.flatten() {
+                if e.path().extension().is_some_and(|x| x == "json") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Blocks SIGTERM and SIGINT in this thread (and the threads it starts) so
+/// [`wait_for_signal`] can take them.
+pub fn block_signals() {
+    // SAFETY: sigset manipulation on a local set; pthread_sigmask on the
+    // calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Sleeps up to `d`; true when SIGTERM or SIGINT arrived.
+pub fn wait_for_signal(d: Duration) -> bool {
+    // SAFETY: as in block_signals; sigtimedwait reads the set and timeout.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let ts = libc::timespec {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+        };
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) > 0
+    }
+}
