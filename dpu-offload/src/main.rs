@@ -334,7 +334,7 @@ fn run(cli: Cli) -> Result<()> {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %format!("{e:#}"), "listing ports failed; retrying")
+                        tracing::warn!(error = %format!("{e:#}"), "listing ports failed; retrying");
                     }
                 }
                 if once {
