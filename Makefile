@@ -45,3 +45,4 @@ bench: setup
 	$(CARGO) bench -p plexus-e2e --bench meta_cni
 	$(CARGO) bench -p plexus-e2e --bench sriov_device_plugin
 	$(CARGO) bench -p plexus-e2e --bench dpu_offload
+	$(CARGO) bench -p plexus-e2e --bench ebpf_datapath

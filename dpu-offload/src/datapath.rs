@@ -180,6 +180,9 @@ pub struct Maps {
     flows: BpfHashMap<MapData, PxLookup, PxFlow>,
     stats: PerCpuArray<MapData, PxCounter>,
     ports: BpfHashMap<MapData, u32, u32>,
+    /// `px_flows` and `px_stats` for batch operations.
+    flows_fd: OwnedFd,
+    stats_fd: OwnedFd,
 }
 
 impl std::fmt::Debug for Maps {
@@ -318,6 +321,37 @@ impl DirLock {
     }
 }
 
+/// A map's descriptor, for batch operations aya does not have.
+fn map_fd(m: &Map, name: &'static str) -> Result<OwnedFd> {
+    let md = match m {
+        Map::HashMap(md) | Map::Array(md) | Map::PerCpuArray(md) => md,
+        _ => {
+            return Err(DatapathError::Map {
+                map: name,
+                source: aya::maps::MapError::InvalidName { name: name.into() },
+            });
+        }
+    };
+    md.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(io_err(Path::new(name)))
+}
+
+fn take_fd(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd> {
+    let m = ebpf.map(name).ok_or(DatapathError::Map {
+        map: name,
+        source: aya::maps::MapError::InvalidName { name: name.into() },
+    })?;
+    map_fd(m, name)
+}
+
+fn pinned_fd(dir: &Path, name: &'static str) -> Result<OwnedFd> {
+    let md = MapData::from_pin(dir.join(name)).map_err(map_err(name))?;
+    let m = Map::from_map_data(md).map_err(map_err(name))?;
+    map_fd(&m, name)
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
@@ -364,11 +398,17 @@ impl Maps {
             flows: pinned(dir, "px_flows")?,
             stats: pinned(dir, "px_stats")?,
             ports: pinned(dir, "px_ports")?,
+            flows_fd: pinned_fd(dir, "px_flows")?,
+            stats_fd: pinned_fd(dir, "px_stats")?,
         }))
     }
 
     fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self> {
+        let flows_fd = take_fd(ebpf, "px_flows")?;
+        let stats_fd = take_fd(ebpf, "px_stats")?;
         Ok(Self {
+            flows_fd,
+            stats_fd,
             active: take(ebpf, "px_active")?,
             tables: take(ebpf, "px_tables")?,
             masks: take(ebpf, "px_masks")?,
@@ -388,10 +428,7 @@ impl Maps {
 
     /// Every `px_flows` entry, of both generations.
     fn all_flows(&self) -> Result<Vec<(PxLookup, PxFlow)>> {
-        self.flows
-            .iter()
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(map_err("px_flows"))
+        batch::lookup_all(&self.flows_fd).map_err(io_err(Path::new("px_flows")))
     }
 
     fn all_tables(&self) -> Result<Vec<PxTableKey>> {
@@ -709,6 +746,7 @@ impl Datapath {
         let mut used: HashSet<u32> = HashSet::new();
         let mut old_keys = Vec::new();
         let mut masks: HashMap<u32, PxKey> = HashMap::new();
+        let mut leftovers = Vec::new();
         for (k, v) in self.maps.all_flows()? {
             if k.mask_id / ebpf::MASK_SLOTS as u32 == g {
                 let m = match masks.get(&k.mask_id) {
@@ -723,9 +761,10 @@ impl Datapath {
                 used.insert(v.slot);
                 old_keys.push(k);
             } else {
-                self.maps.flows.remove(&k).map_err(map_err("px_flows"))?;
+                leftovers.push(k);
             }
         }
+        batch::delete(&self.maps.flows_fd, &leftovers).map_err(io_err(Path::new("px_flows")))?;
         let mut old_tables = Vec::new();
         for k in self.maps.all_tables()? {
             if k.gen_ == g {
@@ -740,18 +779,14 @@ impl Datapath {
         let mut free = (0..MAX_FLOWS as u32).filter(|s| !used.contains(s));
         let mut report = EbpfReport::default();
         let mut entries = Vec::with_capacity(table.flows.len());
+        let mut zero = Vec::new();
         for f in &table.flows {
             let id = identity(table.masks[f.mask as usize], f.key, f.value);
             let (slot, change) = match current.remove(&id) {
                 Some(s) => (s, Change::Kept),
                 None => {
                     let s = free.next().expect("compile bounds the table to MAX_FLOWS");
-                    let zero = PerCpuValues::try_from(vec![PxCounter::default(); nr_cpus])
-                        .map_err(io_err(Path::new("px_stats")))?;
-                    self.maps
-                        .stats
-                        .set(s, zero, 0)
-                        .map_err(map_err("px_stats"))?;
+                    zero.push(s);
                     (s, Change::Added)
                 }
             };
@@ -765,6 +800,8 @@ impl Datapath {
                 PxFlow { slot, ..f.value },
             ));
         }
+        batch::zero_percpu(&self.maps.stats_fd, &zero, size_of::<PxCounter>(), nr_cpus)
+            .map_err(io_err(Path::new("px_stats")))?;
         report.removed = current.len();
 
         let written = self.write_generation(ng, table, &entries);
@@ -792,9 +829,7 @@ impl Datapath {
             .set(0, ng, 0)
             .map_err(map_err("px_active"))?;
 
-        for k in &old_keys {
-            self.maps.flows.remove(k).map_err(map_err("px_flows"))?;
-        }
+        batch::delete(&self.maps.flows_fd, &old_keys).map_err(io_err(Path::new("px_flows")))?;
         for k in &old_tables {
             self.maps.tables.remove(k).map_err(map_err("px_tables"))?;
         }
@@ -825,12 +860,9 @@ impl Datapath {
                 .set(base + i as u32, m, 0)
                 .map_err(map_err("px_masks"))?;
         }
-        for (k, v) in entries {
-            self.maps
-                .flows
-                .insert(k, v, 0)
-                .map_err(map_err("px_flows"))?;
-        }
+        let (keys, values): (Vec<PxLookup>, Vec<PxFlow>) = entries.iter().copied().unzip();
+        batch::update(&self.maps.flows_fd, &keys, &values)
+            .map_err(io_err(Path::new("px_flows")))?;
         for (k, t) in &table.tables {
             let mut t = *t;
             for id in &mut t.mask_id[..t.n_masks as usize] {
@@ -951,4 +983,135 @@ fn remove_pins(dir: &Path) -> Result<()> {
     // Only if empty: the directory may be shared.
     let _ = std::fs::remove_dir(dir);
     Ok(())
+}
+
+/// `BPF_MAP_*_BATCH`: one syscall per few thousand entries instead of one
+/// per entry (aya 0.14 has no batch API). Hash maps and arrays, kernel ≥ 5.6.
+mod batch {
+    use std::{
+        io,
+        os::fd::{AsRawFd, OwnedFd},
+    };
+
+    /// The `batch` member of `union bpf_attr`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Attr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+
+    const LOOKUP: libc::c_long = 24;
+    const UPDATE: libc::c_long = 26;
+    const DELETE: libc::c_long = 27;
+    const CHUNK: usize = 4096;
+
+    fn call(cmd: libc::c_long, attr: &mut Attr) -> io::Result<()> {
+        // SAFETY: the kernel reads and writes `attr` (its size is passed)
+        // and the buffers it points at, which the callers size for
+        // `count` entries.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                attr as *mut Attr,
+                std::mem::size_of::<Attr>(),
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes `keys[i] -> values[i]`.
+    pub fn update<K: Copy, V: Copy>(fd: &OwnedFd, keys: &[K], values: &[V]) -> io::Result<()> {
+        assert_eq!(keys.len(), values.len());
+        for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
+            let mut a = Attr {
+                keys: k.as_ptr() as u64,
+                values: v.as_ptr() as u64,
+                count: k.len() as u32,
+                map_fd: fd.as_raw_fd() as u32,
+                ..Attr::default()
+            };
+            call(UPDATE, &mut a)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `keys` (all must exist).
+    pub fn delete<K: Copy>(fd: &OwnedFd, keys: &[K]) -> io::Result<()> {
+        for k in keys.chunks(CHUNK) {
+            let mut a = Attr {
+                keys: k.as_ptr() as u64,
+                count: k.len() as u32,
+                map_fd: fd.as_raw_fd() as u32,
+                ..Attr::default()
+            };
+            call(DELETE, &mut a)?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes `slots` of a per-CPU array whose values are `size` bytes.
+    pub fn zero_percpu(fd: &OwnedFd, slots: &[u32], size: usize, cpus: usize) -> io::Result<()> {
+        let stride = size.div_ceil(8) * 8 * cpus;
+        for k in slots.chunks(CHUNK) {
+            let zeros = vec![0u64; stride / 8 * k.len()];
+            let mut a = Attr {
+                keys: k.as_ptr() as u64,
+                values: zeros.as_ptr() as u64,
+                count: k.len() as u32,
+                map_fd: fd.as_raw_fd() as u32,
+                ..Attr::default()
+            };
+            call(UPDATE, &mut a)?;
+        }
+        Ok(())
+    }
+
+    /// Every entry of a hash map.
+    pub fn lookup_all<K: Copy + Default, V: Copy>(fd: &OwnedFd) -> io::Result<Vec<(K, V)>> {
+        let mut out = Vec::new();
+        let mut keys = vec![K::default(); CHUNK];
+        let mut values: Vec<std::mem::MaybeUninit<V>> = Vec::with_capacity(CHUNK);
+        // SAFETY: MaybeUninit needs no initialisation.
+        unsafe { values.set_len(CHUNK) };
+        // The hash map's batch cursor is a bucket number (u32); 8 bytes
+        // leave room.
+        let mut token = [0u64; 2];
+        let mut first = true;
+        loop {
+            let mut a = Attr {
+                in_batch: if first { 0 } else { token.as_ptr() as u64 },
+                out_batch: token[1..].as_mut_ptr() as u64,
+                keys: keys.as_mut_ptr() as u64,
+                values: values.as_mut_ptr() as u64,
+                count: CHUNK as u32,
+                map_fd: fd.as_raw_fd() as u32,
+                ..Attr::default()
+            };
+            let r = call(LOOKUP, &mut a);
+            let n = a.count as usize;
+            for i in 0..n {
+                // SAFETY: the kernel filled the first `n` values.
+                out.push((keys[i], unsafe { values[i].assume_init() }));
+            }
+            match r {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+                Err(e) => return Err(e),
+            }
+            token[0] = token[1];
+            first = false;
+        }
+    }
 }

@@ -344,3 +344,39 @@ fn reapplying_a_changed_table_loses_no_packet_of_an_unchanged_flow() {
         "packets lost across {swaps} swaps beyond the {queue_drops} the veth queue dropped"
     );
 }
+
+#[test]
+fn ten_thousand_flows_install_read_back_and_reapply_as_kept() {
+    // More than one batch (4096) of map writes, reads and deletes.
+    let rig = Rig::new(2);
+    let table = |base: u32| {
+        (0..10_000u32)
+            .map(|i| {
+                let a = base + i;
+                format!(
+                    "in_port=rep0,ip,nw_dst=10.{}.{}.{},actions=output:rep1\n",
+                    a >> 16 & 0xff,
+                    a >> 8 & 0xff,
+                    a & 0xff
+                )
+            })
+            .collect::<String>()
+    };
+    let first = rig.apply(&table(0));
+    assert!(first.flows.iter().all(|f| f.1 == Change::Added));
+    let again = rig.apply(&table(0));
+    assert!(again.flows.iter().all(|f| f.1 == Change::Kept));
+    assert_eq!(again.removed, 0);
+    let half = rig.apply(&table(5_000));
+    assert_eq!(half.removed, 5_000);
+    assert_eq!(
+        half.flows.iter().filter(|f| f.1 == Change::Kept).count(),
+        5_000
+    );
+    let installed = rig.installed();
+    assert_eq!(installed.len(), 10_000);
+    let mut slots: Vec<u32> = installed.iter().map(|f| f.slot).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    assert_eq!(slots.len(), 10_000, "two flows share a counter slot");
+}

@@ -23,40 +23,10 @@ use plexus_dpu_offload::{
     flower::{self, Policy, PortMap},
     parse::parse_flows,
 };
-use plexus_e2e::bench::{median, ms, table};
+use plexus_e2e::bench::{flow_table, median, ms, table};
 
 const FLOWS: usize = 10_000;
 const RUNS: usize = 21;
-
-fn flow_file(n: usize) -> String {
-    let mut s = String::new();
-    for i in 0..n {
-        let (a, b) = (i / 256 % 256, i % 256);
-        let port = i % 4;
-        let line = match i % 5 {
-            0 => format!(
-                "priority=100,in_port=rep{port},dl_dst=02:00:00:00:{a:02x}:{b:02x},actions=output:up0"
-            ),
-            1 => format!(
-                "priority=200,in_port=rep{port},tcp,nw_src=10.{a}.{b}.0/24,nw_dst=192.168.0.1,tp_dst={},actions=drop",
-                i % 60000 + 1
-            ),
-            2 => format!(
-                "priority=150,in_port=rep{port},dl_vlan=0xffff,ip,nw_dst=10.{a}.{b}.1,actions=mod_vlan_vid:{},output:up0",
-                i % 4000 + 1
-            ),
-            3 => format!(
-                "priority=120,in_port=rep{port},udp,nw_dst=10.{a}.{b}.2,tp_dst=4789,actions=mod_dl_dst:02:00:00:00:{a:02x}:{b:02x},output:mon0,output:up0"
-            ),
-            _ => format!(
-                "priority=110,in_port=rep{port},ip,nw_src=172.16.{a}.{b},actions=goto_table:1"
-            ),
-        };
-        s.push_str(&line);
-        s.push('\n');
-    }
-    s
-}
 
 fn ports() -> PortMap {
     let mut p = PortMap::new();
@@ -70,7 +40,7 @@ fn ports() -> PortMap {
 }
 
 fn main() {
-    let text = flow_file(FLOWS);
+    let text = flow_table(FLOWS, 0, &["rep0", "rep1", "rep2", "rep3"]);
     let ports = ports();
     let flows = parse_flows(&text).expect("the generated table parses");
     let compiled = flower::compile(&flows, &ports, Policy::PreferHw).expect("and compiles");

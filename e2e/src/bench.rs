@@ -81,3 +81,44 @@ pub fn table(title: &str, rows: &mut [(&str, Vec<Duration>)]) -> String {
     }
     out
 }
+
+/// A flow table of `n` flows in five shapes (L2 exact, TCP 5-tuple with a
+/// /24, untagged IPv4 + VLAN push, UDP + MAC rewrite + mirror, IPv4 source
+/// + goto), spread over `in_ports`, outputs to `up0`/`mon0`. `offset`
+/// shifts every value, so tables with different offsets share no match.
+#[must_use]
+pub fn flow_table(n: usize, offset: usize, in_ports: &[&str]) -> String {
+    let mut s = String::new();
+    for j in 0..n {
+        let i = j + offset;
+        let (a, b) = (i / 256 % 256, i % 256);
+        let port = in_ports[j % in_ports.len()];
+        let line = match j % 5 {
+            0 => format!(
+                "priority=100,in_port={port},dl_dst=02:00:00:{:02x}:{a:02x}:{b:02x},actions=output:up0",
+                i >> 16
+            ),
+            1 => format!(
+                "priority=200,in_port={port},tcp,nw_src=10.{a}.{b}.0/24,nw_dst=192.168.{}.1,tp_dst={},actions=drop",
+                i >> 16,
+                i % 60000 + 1
+            ),
+            2 => format!(
+                "priority=150,in_port={port},dl_vlan=0xffff,ip,nw_dst=10.{a}.{b}.{},actions=mod_vlan_vid:{},output:up0",
+                1 + (i >> 16),
+                i % 4000 + 1
+            ),
+            3 => format!(
+                "priority=120,in_port={port},udp,nw_dst=10.{a}.{b}.{},tp_dst=4789,actions=mod_dl_dst:02:00:00:00:{a:02x}:{b:02x},output:mon0,output:up0",
+                100 + (i >> 16)
+            ),
+            _ => format!(
+                "priority=110,in_port={port},ip,nw_src=172.16.{a}.{b},nw_dst=172.17.{}.0/24,actions=goto_table:1",
+                i >> 16
+            ),
+        };
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s
+}
