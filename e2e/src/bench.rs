@@ -83,9 +83,10 @@ pub fn table(title: &str, rows: &mut [(&str, Vec<Duration>)]) -> String {
 }
 
 /// A flow table of `n` flows in five shapes (L2 exact, TCP 5-tuple with a
-/// /24, untagged IPv4 + VLAN push, UDP + MAC rewrite + mirror, IPv4 source
-/// + goto), spread over `in_ports`, outputs to `up0`/`mon0`. `offset`
-/// shifts every value, so tables with different offsets share no match.
+/// /24, untagged IPv4 with a VLAN push, UDP with a MAC rewrite and a
+/// mirror, IPv4 source with a goto), spread over `in_ports`, outputs to
+/// `up0`/`mon0`. `offset` shifts every value, so tables with different
+/// offsets share no match.
 #[must_use]
 pub fn flow_table(n: usize, offset: usize, in_ports: &[&str]) -> String {
     let mut s = String::new();
