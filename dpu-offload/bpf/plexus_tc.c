@@ -9,7 +9,7 @@
  * and the search stops once no later subtable can beat the best match.
  *
  * Two generations of the table live in the maps; px_active names the one
- * packets use. User space writes the other generation, flips px_active with
+ * packets use (and an epoch that keys the microflow cache). User space writes the other generation, flips px_active with
  * one map update, then deletes the old one: a packet sees the old table or
  * the new one, never a mix, and flows in both keep their counter slot.
  *
@@ -128,13 +128,38 @@ _Static_assert(sizeof(struct px_table_key) == 12, "px_table_key");
 _Static_assert(sizeof(struct px_table) == 8 + 8 * PX_MAX_MASKS, "px_table");
 _Static_assert(sizeof(struct px_counter) == 16, "px_counter");
 
+/* The generation packets use, and the epoch: a number that grows with
+ * every flip, so that a cached lookup never outlives its table. */
+struct px_active {
+	__u32 gen;
+	__u32 epoch;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct px_active);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } px_active SEC(".maps");
+
+/* Microflow cache: a packet key (unmasked) and epoch -> the subtable whose
+ * flow matched it, or PX_CACHE_MISS. One lookup replaces the search over
+ * every subtable for the packets of a known microflow; the flow itself is
+ * still read from px_flows. Per program, not pinned: it goes with it. */
+#define PX_CACHE_MISS 0xffffffff
+struct px_cache_key {
+	__u32 epoch;
+	__u32 pad;
+	struct px_key key;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct px_cache_key);
+	__type(value, __u32);
+} px_cache SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -205,12 +230,15 @@ static __always_inline __u64 wire_len(struct __sk_buff *skb)
 #define IPPROTO_ICMPV6 58
 #define IPPROTO_SCTP 132
 
+/* Headers parse straight from the packet: the first PX_PARSE_LEN bytes
+ * are made linear first when they are not. */
+#define PX_PARSE_LEN 128
+
 /* The key of the packet as it is now: what flower's dissector would see. */
 static __always_inline void parse(struct __sk_buff *skb, struct px_key *k)
 {
 	__u32 ifindex = k->ifindex, table = k->table;
-	__u8 eth[14];
-	__u32 l4 = 0;
+	__u8 *data, *end, *l3, *l4;
 	__u8 proto = 0;
 	int v6 = 0;
 
@@ -221,107 +249,102 @@ static __always_inline void parse(struct __sk_buff *skb, struct px_key *k)
 		k->tpid = (__be16)skb->vlan_proto;
 		k->tci = (skb->vlan_tci & ~PX_TCI_PRESENT) | PX_TCI_PRESENT;
 	}
-	if (bpf_skb_load_bytes(skb, 0, eth, sizeof(eth)) < 0)
+	if (skb->data_end - skb->data < PX_PARSE_LEN && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < PX_PARSE_LEN ? skb->len : PX_PARSE_LEN);
+	data = (__u8 *)(long)skb->data;
+	end = (__u8 *)(long)skb->data_end;
+	if (data + ETH_HLEN > end)
 		return;
-	__builtin_memcpy(k->dl_dst, eth, 6);
-	__builtin_memcpy(k->dl_src, eth + 6, 6);
-	__builtin_memcpy(&k->eth_type, eth + 12, 2);
+	__builtin_memcpy(k->dl_dst, data, 6);
+	__builtin_memcpy(k->dl_src, data + 6, 6);
+	__builtin_memcpy(&k->eth_type, data + 12, 2);
+	l3 = data + ETH_HLEN;
 
 	if (k->eth_type == bpf_htons(ETH_P_IP)) {
-		__u8 ip[20];
 		__u32 ihl;
 
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, ip, sizeof(ip)) < 0)
+		if (l3 + 20 > end)
 			return;
-		ihl = (ip[0] & 0x0f) * 4;
-		k->nw_tos = ip[1];
-		k->nw_ttl = ip[8];
-		k->nw_proto = proto = ip[9];
-		__builtin_memcpy(k->nw_src, ip + 12, 4);
-		__builtin_memcpy(k->nw_dst, ip + 16, 4);
+		ihl = (l3[0] & 0x0f) * 4;
+		k->nw_tos = l3[1];
+		k->nw_ttl = l3[8];
+		k->nw_proto = proto = l3[9];
+		__builtin_memcpy(k->nw_src, l3 + 12, 4);
+		__builtin_memcpy(k->nw_dst, l3 + 16, 4);
 		/* Later fragments carry no transport header. */
-		if (ihl < 20 || ((ip[6] & 0x1f) | ip[7]))
+		if (ihl < 20 || ((l3[6] & 0x1f) | l3[7]))
 			return;
-		l4 = ETH_HLEN + ihl;
+		l4 = l3 + ihl;
 	} else if (k->eth_type == bpf_htons(ETH_P_IPV6)) {
-		__u8 ip6[40];
-		__u8 ext[8];
 		int i;
 
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, ip6, sizeof(ip6)) < 0)
+		if (l3 + 40 > end)
 			return;
-		k->nw_tos = (ip6[0] << 4) | (ip6[1] >> 4);
-		k->nw_ttl = ip6[7];
-		__builtin_memcpy(k->nw_src, ip6 + 8, 16);
-		__builtin_memcpy(k->nw_dst, ip6 + 24, 16);
-		proto = ip6[6];
-		l4 = ETH_HLEN + 40;
+		k->nw_tos = (l3[0] << 4) | (l3[1] >> 4);
+		k->nw_ttl = l3[7];
+		__builtin_memcpy(k->nw_src, l3 + 8, 16);
+		__builtin_memcpy(k->nw_dst, l3 + 24, 16);
+		proto = l3[6];
+		l4 = l3 + 40;
 		v6 = 1;
 		/* Walk extension headers as the flow dissector does. */
 		for (i = 0; i < 4; i++) {
 			if (proto != 0 && proto != 43 && proto != 44 && proto != 60)
 				break;
-			if (bpf_skb_load_bytes(skb, l4, ext, sizeof(ext)) < 0)
+			if (l4 + 8 > end)
 				return;
 			if (proto == 44) {
 				/* Fragment header: L4 only in the first fragment. */
-				if ((ext[2] << 5 | ext[3] >> 3) != 0) {
-					k->nw_proto = ext[0];
+				if ((l4[2] << 5 | l4[3] >> 3) != 0) {
+					k->nw_proto = l4[0];
 					return;
 				}
-				proto = ext[0];
+				proto = l4[0];
 				l4 += 8;
 			} else {
-				proto = ext[0];
-				l4 += (ext[1] + 1) * 8;
+				proto = l4[0];
+				l4 += (l4[1] + 1) * 8;
 			}
 		}
 		k->nw_proto = proto;
 	} else if (k->eth_type == bpf_htons(ETH_P_ARP)) {
-		__u8 arp[28];
-
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, arp, sizeof(arp)) < 0)
+		if (l3 + 28 > end)
 			return;
 		/* Ethernet/IPv4 ARP only, as flower. */
-		if (arp[0] != 0 || arp[1] != 1 || arp[2] != 0x08 || arp[3] != 0 ||
-		    arp[4] != 6 || arp[5] != 4)
+		if (l3[0] != 0 || l3[1] != 1 || l3[2] != 0x08 || l3[3] != 0 ||
+		    l3[4] != 6 || l3[5] != 4)
 			return;
-		k->nw_proto = arp[7];
-		__builtin_memcpy(k->nw_src, arp + 14, 4);
-		__builtin_memcpy(k->nw_dst, arp + 24, 4);
+		k->nw_proto = l3[7];
+		__builtin_memcpy(k->nw_src, l3 + 14, 4);
+		__builtin_memcpy(k->nw_dst, l3 + 24, 4);
 		return;
 	} else {
 		return;
 	}
 
 	if (proto == IPPROTO_TCP) {
-		__u8 t[14];
-
-		if (bpf_skb_load_bytes(skb, l4, t, sizeof(t)) < 0)
+		if (l4 + 14 > end)
 			return;
-		__builtin_memcpy(&k->tp_src, t, 2);
-		__builtin_memcpy(&k->tp_dst, t + 2, 2);
-		k->tcp_flags = bpf_htons(((t[12] & 0x0f) << 8) | t[13]);
+		__builtin_memcpy(&k->tp_src, l4, 2);
+		__builtin_memcpy(&k->tp_dst, l4 + 2, 2);
+		k->tcp_flags = bpf_htons(((l4[12] & 0x0f) << 8) | l4[13]);
 	} else if (proto == IPPROTO_UDP || proto == IPPROTO_SCTP) {
-		__u8 u[4];
-
-		if (bpf_skb_load_bytes(skb, l4, u, sizeof(u)) < 0)
+		if (l4 + 4 > end)
 			return;
-		__builtin_memcpy(&k->tp_src, u, 2);
-		__builtin_memcpy(&k->tp_dst, u + 2, 2);
+		__builtin_memcpy(&k->tp_src, l4, 2);
+		__builtin_memcpy(&k->tp_dst, l4 + 2, 2);
 	} else if ((!v6 && proto == IPPROTO_ICMP) || (v6 && proto == IPPROTO_ICMPV6)) {
-		__u8 c[2];
-
-		if (bpf_skb_load_bytes(skb, l4, c, sizeof(c)) < 0)
+		if (l4 + 2 > end)
 			return;
-		k->icmp_type = c[0];
-		k->icmp_code = c[1];
+		k->icmp_type = l4[0];
+		k->icmp_code = l4[1];
 	}
 }
 
-/* The best flow of one (port, table) for key, or NULL. */
-static __always_inline struct px_flow *lookup(__u32 gen, struct px_lookup *lk,
-					      struct px_lookup *probe)
+/* The best flow of one (port, table) for key, or NULL; its subtable in
+ * *mask_out. */
+static __always_inline struct px_flow *search(__u32 gen, struct px_lookup *lk,
+					      struct px_lookup *probe, __u32 *mask_out)
 {
 	struct px_table_key tk = {
 		.gen = gen,
@@ -358,22 +381,57 @@ static __always_inline struct px_flow *lookup(__u32 gen, struct px_lookup *lk,
 		if (f && (!best || f->priority > best_prio)) {
 			best = f;
 			best_prio = f->priority;
+			*mask_out = id;
 		}
 	}
 	return best;
+}
+
+/* The flow for key: from the microflow cache when the packet's microflow
+ * was seen in this epoch, else by the search (whose answer is cached). */
+static __always_inline struct px_flow *lookup(__u32 gen, __u32 epoch, struct px_lookup *lk,
+					      struct px_lookup *probe)
+{
+	struct px_cache_key ck = { .epoch = epoch };
+	__u32 *cached, mask_id = PX_CACHE_MISS;
+	struct px_flow *f;
+
+	__builtin_memcpy(&ck.key, &lk->key, sizeof(ck.key));
+	cached = bpf_map_lookup_elem(&px_cache, &ck);
+	if (cached) {
+		__u64 *src = (__u64 *)&lk->key, *dst = (__u64 *)&probe->key;
+		__u32 id = *cached;
+		__u64 *m;
+		int w;
+
+		if (id == PX_CACHE_MISS)
+			return NULL;
+		m = bpf_map_lookup_elem(&px_masks, &id);
+		if (!m)
+			return NULL;
+		probe->mask_id = id;
+#pragma clang loop unroll(full)
+		for (w = 0; w < PX_KEY_WORDS; w++)
+			dst[w] = src[w] & m[w];
+		return bpf_map_lookup_elem(&px_flows, probe);
+	}
+	f = search(gen, lk, probe, &mask_id);
+	bpf_map_update_elem(&px_cache, &ck, &mask_id, BPF_ANY);
+	return f;
 }
 
 SEC("classifier")
 int px_classify(struct __sk_buff *skb)
 {
 	struct px_lookup lk = {}, probe = {};
-	__u32 zero = 0, gen, stage;
-	__u32 *active = bpf_map_lookup_elem(&px_active, &zero);
+	__u32 zero = 0, gen, epoch, stage;
+	struct px_active *active = bpf_map_lookup_elem(&px_active, &zero);
 	int dirty = 1;
 
 	if (!active)
 		return TC_ACT_UNSPEC;
-	gen = *active & 1;
+	gen = active->gen & 1;
+	epoch = active->epoch;
 	lk.key.ifindex = skb->ingress_ifindex;
 
 	for (stage = 0; stage < PX_MAX_STAGES; stage++) {
@@ -385,7 +443,7 @@ int px_classify(struct __sk_buff *skb)
 			parse(skb, &lk.key);
 			dirty = 0;
 		}
-		f = lookup(gen, &lk, &probe);
+		f = lookup(gen, epoch, &lk, &probe);
 		if (!f) {
 			count(PX_SLOT_MISS, wire_len(skb));
 			/* A miss in table 0 lets later tc filters see the

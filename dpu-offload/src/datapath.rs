@@ -44,8 +44,8 @@ use serde::Serialize;
 use crate::{
     dump::Counters,
     ebpf::{
-        self, EbpfTable, MAX_FLOWS, PxCounter, PxFlow, PxKey, PxLookup, PxTable, PxTableKey,
-        SLOT_ERROR, SLOT_MISS,
+        self, EbpfTable, MAX_FLOWS, PxActive, PxCounter, PxFlow, PxKey, PxLookup, PxTable,
+        PxTableKey, SLOT_ERROR, SLOT_MISS,
     },
     flow::Flow,
     flower::PortMap,
@@ -82,7 +82,7 @@ mod cls_bpf {
 /// The pinned maps, by name, with the sizes this build expects
 /// (key, value, max entries).
 const MAPS: [(&str, u32, u32, u32); 6] = [
-    ("px_active", 4, 4, 1),
+    ("px_active", 4, size_of::<PxActive>() as u32, 1),
     (
         "px_tables",
         size_of::<PxTableKey>() as u32,
@@ -174,7 +174,7 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> DatapathError + '_ {
 
 /// The datapath's maps.
 pub struct Maps {
-    active: Array<MapData, u32>,
+    active: Array<MapData, PxActive>,
     tables: BpfHashMap<MapData, PxTableKey, PxTable>,
     masks: Array<MapData, PxKey>,
     flows: BpfHashMap<MapData, PxLookup, PxFlow>,
@@ -423,7 +423,7 @@ impl Maps {
     /// # Errors
     /// The map read failed.
     pub fn generation(&self) -> Result<u32> {
-        Ok(self.active.get(&0, 0).map_err(map_err("px_active"))? & 1)
+        Ok(self.active.get(&0, 0).map_err(map_err("px_active"))?.gen_ & 1)
     }
 
     /// Every `px_flows` entry, of both generations.
@@ -824,9 +824,16 @@ impl Datapath {
         }
 
         // The flip.
+        let epoch = self
+            .maps
+            .active
+            .get(&0, 0)
+            .map_err(map_err("px_active"))?
+            .epoch
+            .wrapping_add(1);
         self.maps
             .active
-            .set(0, ng, 0)
+            .set(0, PxActive { gen_: ng, epoch }, 0)
             .map_err(map_err("px_active"))?;
 
         batch::delete(&self.maps.flows_fd, &old_keys).map_err(io_err(Path::new("px_flows")))?;

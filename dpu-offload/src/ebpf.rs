@@ -158,6 +158,16 @@ pub struct PxTable {
     pub max_prio: [u32; MAX_MASKS],
 }
 
+/// `struct px_active`: the generation packets use and the flip count.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PxActive {
+    /// 0 or 1.
+    pub gen_: u32,
+    /// Grows with every flip; keys the datapath's microflow cache.
+    pub epoch: u32,
+}
+
 /// `struct px_counter` (one CPU's).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -200,6 +210,8 @@ unsafe impl aya::Pod for PxTableKey {}
 unsafe impl aya::Pod for PxTable {}
 // SAFETY: as above.
 unsafe impl aya::Pod for PxCounter {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PxActive {}
 
 /// `PX_ACT_*`.
 #[allow(missing_docs)]
