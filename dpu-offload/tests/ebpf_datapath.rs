@@ -37,22 +37,7 @@ impl Rig {
         for i in 0..n {
             let vf = NetNs::with_prefix("vf").unwrap();
             let rep = format!("rep{i}");
-            sw.sh(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    &rep,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    vf.name(),
-                ],
-            );
-            sw.sh("ip", &["link", "set", &rep, "up"]);
+            sw.veth_to(&rep, &vf, "eth0");
             vf.sh("ip", &["link", "set", "eth0", "address", &mac(i)]);
             vf.sh(
                 "ip",

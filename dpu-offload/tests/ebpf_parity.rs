@@ -54,21 +54,7 @@ impl Rig {
             let vf = NetNs::with_prefix("vf").unwrap();
             quiet(&vf);
             let rep = format!("rep{i}");
-            sw.sh(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    &rep,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    vf.name(),
-                ],
-            );
+            sw.veth_to(&rep, &vf, "eth0");
             sw.sh("ip", &["link", "set", &rep, "arp", "off", "up"]);
             vf.sh("ip", &["link", "set", "eth0", "arp", "off", "up"]);
             socks.push(vf.run(|| RawSocket::open("eth0").unwrap()));

@@ -220,6 +220,32 @@ impl NetNs {
             .unwrap_or_else(|e| panic!("`{program} {}` printed non-UTF-8: {e}", args.join(" ")))
     }
 
+    /// Creates a veth pair: `name` here, `peer_name` in `peer`, both up
+    /// (the wiring of a "representor" to its "VF" namespace).
+    ///
+    /// # Panics
+    ///
+    /// If `ip` fails.
+    pub fn veth_to(&self, name: &str, peer: &NetNs, peer_name: &str) {
+        self.sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                peer_name,
+                "netns",
+                peer.name(),
+            ],
+        );
+        self.sh("ip", &["link", "set", name, "up"]);
+        peer.sh("ip", &["link", "set", peer_name, "up"]);
+    }
+
     /// Every link, as `ip -j -d link show` reports it.
     ///
     /// # Panics
