@@ -994,7 +994,8 @@ fn remove_pins(dir: &Path) -> Result<()> {
 
 /// `BPF_MAP_*_BATCH`: one syscall per few thousand entries instead of one
 /// per entry (aya 0.14 has no batch API). Hash maps and arrays, kernel ≥ 5.6.
-mod batch {
+/// Public for the install benchmark's floor.
+pub mod batch {
     use std::{
         io,
         os::fd::{AsRawFd, OwnedFd},

@@ -38,6 +38,23 @@ fn run(ns: &NetNs, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs a command that prints JSON; it must succeed.
+fn json(ns: &NetNs, args: &[&str]) -> Value {
+    let out = run(ns, args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// How many flows of an `apply --json` report have this `change`.
+fn changes(report: &Value, change: &str) -> usize {
+    report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["change"] == change)
+        .count()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -159,18 +176,10 @@ fn apply_with_flower_tells_the_truth_or_fails_cleanly() {
         assert_eq!(p["location"], "tc-sw", "veth has no eSwitch: {p}");
         assert_eq!(p["change"], "added");
     }
-    let again: Value =
-        serde_json::from_slice(&run(&ns, &["apply", "--flows", &flows, "--json"]).stdout).unwrap();
-    assert!(
-        again["flows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| p["change"] == "kept"),
-        "{again}"
-    );
+    let again = json(&ns, &["apply", "--flows", &flows, "--json"]);
+    assert_eq!(changes(&again, "kept"), 4, "{again}");
     assert_eq!(again["removed"], 0);
-    let dump: Value = serde_json::from_slice(&run(&ns, &["dump-flows", "--json"]).stdout).unwrap();
+    let dump = json(&ns, &["dump-flows", "--json"]);
     let dumped = dump["flows"].as_array().unwrap();
     assert_eq!(dumped.len(), 4);
     assert!(
@@ -220,37 +229,20 @@ fn ebpf_backend_applies_keeps_deletes_and_flushes_to_nothing() {
         .unwrap_or_else(|| panic!("no program id in {shown}"));
 
     // Re-apply: everything kept; a changed table: one added, one removed.
-    let out = run(
+    let again = json(
         &ns,
         &["apply", "--flows", &flows, "--backend", "ebpf", "--json"],
     );
-    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        again["flows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| p["change"] == "kept"),
-        "{again}"
-    );
+    assert_eq!(changes(&again, "kept"), 4, "{again}");
     let changed = write_flows(dir.path(), &FLOWS.replace("tp_dst=22", "tp_dst=23"));
-    let out = run(
+    let r = json(
         &ns,
         &["apply", "--flows", &changed, "--backend", "ebpf", "--json"],
     );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["removed"], 1, "{r}");
-    assert_eq!(
-        r["flows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["change"] == "added")
-            .count(),
-        1
-    );
+    assert_eq!(changes(&r, "added"), 1, "{r}");
 
-    let dump: Value = serde_json::from_slice(&run(&ns, &["dump-flows", "--json"]).stdout).unwrap();
+    let dump = json(&ns, &["dump-flows", "--json"]);
     let listed = dump["flows"].as_array().unwrap();
     assert_eq!(listed.len(), 4);
     assert!(
@@ -275,8 +267,7 @@ fn ebpf_backend_applies_keeps_deletes_and_flushes_to_nothing() {
         "{}",
         text(&out.stderr)
     );
-    let dump: Value = serde_json::from_slice(&run(&ns, &["dump-flows", "--json"]).stdout).unwrap();
-    assert_eq!(dump["flows"].as_array().unwrap().len(), 2);
+    assert_eq!(dumped(&ns).len(), 2);
 
     let out = run(&ns, &["flush"]);
     assert_eq!(
@@ -437,10 +428,10 @@ fn wait_status(status: &Path, file: &str, what: &str, cond: impl Fn(&Value) -> b
 }
 
 fn dumped(ns: &NetNs) -> Vec<Value> {
-    let out = run(ns, &["dump-flows", "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["flows"].as_array().unwrap().clone()
+    json(ns, &["dump-flows", "--json"])["flows"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn start_agent(ns: &NetNs, dir: &Path) -> std::process::Child {
