@@ -8,6 +8,10 @@
 //! - `PATCH /api/v1/namespaces/{ns}/pods/{name}/status` with
 //!   `application/merge-patch+json` (RFC 7386 applied to the stored pod)
 //! - `GET /apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}`
+//! - for cluster-scoped objects put in with [`FakeApiServer::put`] (nodes,
+//!   custom resources): `GET` of the collection (a list) and of one
+//!   object, and `PATCH .../{name}/status` (merge patch of the status
+//!   subresource: only `status` changes, and `resourceVersion` moves on)
 //!
 //! Unknown objects are a 404 `Status`, other paths a 404 too, and every
 //! request is recorded. [`FakeApiServer::fail_next`] makes the next
@@ -42,6 +46,9 @@ pub struct Recorded {
 struct State {
     pods: BTreeMap<(String, String), Value>,
     nads: BTreeMap<(String, String), Value>,
+    /// Cluster-scoped objects: collection path, then name.
+    objects: BTreeMap<String, BTreeMap<String, Value>>,
+    resource_version: u64,
     failures: VecDeque<(Option<String>, u16)>,
     log: Vec<Recorded>,
 }
@@ -194,6 +201,50 @@ impl FakeApiServer {
             .insert((namespace.to_owned(), name.to_owned()), nad);
     }
 
+    /// Creates or replaces a cluster-scoped object in `collection` (its
+    /// path: `/api/v1/nodes`, `/apis/plexus.dev/v1alpha1/flowtables`),
+    /// named by its `metadata.name`. As `kubectl apply` does, an object
+    /// given without `status` keeps the status it had.
+    ///
+    /// # Panics
+    /// When the object has no name.
+    pub fn put(&self, collection: &str, mut obj: Value) {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .expect("metadata.name")
+            .to_owned();
+        let mut st = self.lock();
+        st.resource_version += 1;
+        obj["metadata"]["resourceVersion"] = st.resource_version.to_string().into();
+        let objects = st.objects.entry(collection.to_owned()).or_default();
+        if obj.get("status").is_none()
+            && let Some(status) = objects.get(&name).and_then(|o| o.get("status"))
+        {
+            obj["status"] = status.clone();
+        }
+        if obj["metadata"].get("uid").is_none() {
+            obj["metadata"]["uid"] = format!("uid-{name}-{}", std::process::id()).into();
+        }
+        objects.insert(name, obj);
+    }
+
+    /// A cluster-scoped object as it is now.
+    #[must_use]
+    pub fn get(&self, collection: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(collection)
+            .and_then(|c| c.get(name))
+            .cloned()
+    }
+
+    /// Deletes a cluster-scoped object (absent is fine).
+    pub fn delete(&self, collection: &str, name: &str) {
+        if let Some(c) = self.lock().objects.get_mut(collection) {
+            c.remove(name);
+        }
+    }
+
     /// A pod's annotation, as last written.
     #[must_use]
     pub fn pod_annotation(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
@@ -284,10 +335,10 @@ fn handle(state: &Mutex<State>, mut req: tiny_http::Request) {
             .iter()
             .position(|(m, _)| m.as_deref().is_none_or(|m| m == method));
         if let Some(code) = inject.and_then(|i| st.failures.remove(i)).map(|(_, c)| c) {
-            let reason = if code == 409 {
-                "Conflict"
-            } else {
-                "ServiceUnavailable"
+            let reason = match code {
+                409 => "Conflict",
+                500 => "InternalError",
+                _ => "ServiceUnavailable",
             };
             (code, status(code, reason, "injected failure"))
         } else {
@@ -303,6 +354,94 @@ fn handle(state: &Mutex<State>, mut req: tiny_http::Request) {
     );
 }
 
+/// `apiVersion` of a collection path: `/api/v1/x` → `v1`, `/apis/g/v/x` →
+/// `g/v`.
+fn api_version(collection: &str) -> String {
+    let parts: Vec<&str> = collection.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", v, ..] => (*v).to_owned(),
+        ["apis", g, v, ..] => format!("{g}/{v}"),
+        _ => String::new(),
+    }
+}
+
+/// Requests to the cluster-scoped collections; `None` when `path` is in
+/// none of them.
+fn route_object(
+    st: &mut State,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Option<(u16, Value)> {
+    let (collection, rest) = st.objects.keys().find_map(|c| {
+        let rest = path.strip_prefix(c.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then(|| (c.clone(), rest.to_owned()))
+    })?;
+    let rest: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let resource = collection.rsplit('/').next().unwrap_or_default().to_owned();
+    let missing = |name: &str| {
+        (
+            404,
+            status(404, "NotFound", &format!("{resource} \"{name}\" not found")),
+        )
+    };
+    let rv = st.resource_version;
+    let objects = st.objects.get_mut(&collection)?;
+    Some(match (method, rest.as_slice()) {
+        ("GET", [""]) => {
+            let items: Vec<Value> = objects.values().cloned().collect();
+            let kind = items
+                .first()
+                .and_then(|o| o["kind"].as_str())
+                .map_or_else(|| "List".to_owned(), |k| format!("{k}List"));
+            (
+                200,
+                json!({"apiVersion": api_version(&collection), "kind": kind,
+                       "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+            )
+        }
+        ("GET", [name]) => match objects.get(*name) {
+            Some(o) => (200, o.clone()),
+            None => missing(name),
+        },
+        ("PATCH", [name, "status"]) => {
+            if content_type != Some("application/merge-patch+json") {
+                return Some((
+                    415,
+                    status(415, "UnsupportedMediaType", "expected a merge patch"),
+                ));
+            }
+            let Ok(patch) = serde_json::from_str::<Value>(body) else {
+                return Some((400, status(400, "BadRequest", "patch is not JSON")));
+            };
+            let Some(obj) = objects.get_mut(*name) else {
+                return Some(missing(name));
+            };
+            // The status subresource: everything but `status` is ignored.
+            let mut status_only =
+                json!({"status": obj.get("status").cloned().unwrap_or(Value::Null)});
+            if let Some(p) = patch.get("status") {
+                merge_patch(&mut status_only, &json!({"status": p}));
+            }
+            match status_only.get("status") {
+                Some(s) => obj["status"] = s.clone(),
+                None => {
+                    obj.as_object_mut().map(|o| o.remove("status"));
+                }
+            }
+            obj["metadata"]["resourceVersion"] = (rv + 1).to_string().into();
+            let reply = obj.clone();
+            st.resource_version = rv + 1;
+            (200, reply)
+        }
+        _ => (
+            405,
+            status(405, "MethodNotAllowed", "not served by the fake API server"),
+        ),
+    })
+}
+
 fn route(
     st: &mut State,
     method: &str,
@@ -310,6 +449,9 @@ fn route(
     content_type: Option<&str>,
     body: &str,
 ) -> (u16, Value) {
+    if let Some(reply) = route_object(st, method, path, content_type, body) {
+        return reply;
+    }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, parts.as_slice()) {
         ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => {
@@ -384,5 +526,38 @@ mod tests {
         let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
         assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
+    }
+
+    #[test]
+    fn cluster_objects_list_get_and_patch_status_only() {
+        let mut st = State::default();
+        st.objects
+            .insert("/apis/x.dev/v1/things".into(), BTreeMap::new());
+        st.objects.get_mut("/apis/x.dev/v1/things").unwrap().insert(
+            "a".into(),
+            json!({"kind": "Thing", "metadata": {"name": "a"}, "spec": {"n": 1}}),
+        );
+        let (code, list) = route(&mut st, "GET", "/apis/x.dev/v1/things", None, "");
+        assert_eq!((code, list["kind"].as_str()), (200, Some("ThingList")));
+        assert_eq!(list["apiVersion"], "x.dev/v1");
+        assert_eq!(list["items"][0]["spec"]["n"], 1);
+        let patch = r#"{"spec": {"n": 2}, "status": {"nodes": {"n1": {"ok": true}}}}"#;
+        let mp = Some("application/merge-patch+json");
+        let (code, obj) = route(
+            &mut st,
+            "PATCH",
+            "/apis/x.dev/v1/things/a/status",
+            mp,
+            patch,
+        );
+        assert_eq!(code, 200);
+        assert_eq!(obj["spec"]["n"], 1, "the status subresource changed spec");
+        assert_eq!(obj["status"]["nodes"]["n1"]["ok"], true);
+        let gone = r#"{"status": {"nodes": {"n1": null}}}"#;
+        route(&mut st, "PATCH", "/apis/x.dev/v1/things/a/status", mp, gone);
+        let (_, obj) = route(&mut st, "GET", "/apis/x.dev/v1/things/a", None, "");
+        assert_eq!(obj["status"], json!({"nodes": {}}));
+        let (code, _) = route(&mut st, "PATCH", "/apis/x.dev/v1/things/b/status", mp, gone);
+        assert_eq!(code, 404);
     }
 }
