@@ -5,6 +5,7 @@
 #   make lint    rustfmt check and clippy -D warnings
 #   make test    setup + lint + the whole test suite (run as root)
 #   make bench   benchmarks: medians and ratios against a baseline in the same run
+#   make crds    write crds/*.yaml from the Rust types
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -15,13 +16,16 @@ CARGO ?= cargo
 DEB_PACKAGES := containernetworking-plugins iproute2 iputils-ping iptables strace \
 	clang llvm libbpf-dev jq golang-go golang-github-appc-cni-dev shellcheck
 
-.PHONY: setup demo lint test bench build
+.PHONY: setup demo lint test bench build crds
 
 setup:
 	@scripts/setup.sh $(DEB_PACKAGES)
 
 build:
 	$(CARGO) build --workspace --bins
+
+crds:
+	$(CARGO) run -q -p crds
 
 demo: setup build
 	@scripts/demo.sh

@@ -1,18 +1,21 @@
-//! `dpu-offload agent`: keeps the installed flows equal to the flow tables
-//! in a directory, and writes back where each flow runs and what it counted.
+//! `dpu-offload agent`: keeps the installed flows equal to a set of flow
+//! tables, and writes back where each flow runs and what it counted.
 //!
-//! Owns the reconcile loop: every `*.flows` file of the directory is one
-//! table; their flows, files in name order, are applied together with the
-//! back-end choice and policy of the agent (the installer keeps what is
-//! already there, so a cycle that changes nothing touches nothing). A file
-//! that does not parse keeps its last good version installed and says why
-//! in its status; a table that does not compile (a port not there yet)
-//! leaves the installed flows as they are and is retried. Everything
-//! installed is found again from the kernel, so an agent killed with
-//! `kill -9` and started again reconciles without duplicates; on SIGTERM
-//! or SIGINT it removes what it installed (unless told to keep it).
-//!
-//! Status: `<status-dir>/<file>.json` per table, written atomically.
+//! Owns the reconcile loop. The tables come from a [`Source`]: the
+//! `*.flows` files of a directory ([`DirSource`], status in
+//! `<status-dir>/<file>.json`) or the `FlowTable` custom resources
+//! selecting this node ([`crate::flowtable::KubeSource`], status in the
+//! resource's `status.nodes.<node>`). Their flows, tables in name order,
+//! are applied together with the back-end choice and policy of the agent
+//! (the installer keeps what is already there, so a cycle that changes
+//! nothing touches nothing). A table that does not parse keeps its last
+//! good version installed and says why in its status; a table that does
+//! not compile (a port not there yet) leaves the installed flows as they
+//! are and is retried; a source that cannot be read (the API server down)
+//! changes nothing. Everything installed is found again from the kernel,
+//! so an agent killed with `kill -9` and started again reconciles without
+//! duplicates; on SIGTERM or SIGINT it removes what it installed (unless
+//! told to keep it).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -21,10 +24,11 @@ use std::{
 };
 
 use plexus_netlink::Netlink;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    backend::{self, Choice, FlowStatus},
+    backend::{self, Backend, Choice, FlowStatus},
     dump::Location,
     eswitch::Features,
     flow::Flow,
@@ -36,10 +40,6 @@ use crate::{
 /// How the agent runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The watched directory (`*.flows` files).
-    pub dir: PathBuf,
-    /// Where status files go.
-    pub status_dir: PathBuf,
     /// BPF pin directory of the eBPF datapath.
     pub bpf_dir: PathBuf,
     /// Back-end choice.
@@ -52,14 +52,16 @@ pub struct Config {
 }
 
 /// One flow's status line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct FlowReport {
-    /// Line in its file.
+    /// Line in its table (1-based; for a `FlowTable`, entry `line - 1` of
+    /// `spec.flows`).
     pub line: usize,
     /// Canonical form.
     pub flow: String,
     /// `flower` or `ebpf`; `None` when not installed.
-    pub backend: Option<&'static str>,
+    pub backend: Option<Backend>,
     /// `hw`, `tc-sw` or `ebpf`.
     pub location: Option<Location>,
     /// Whether the NIC holds it.
@@ -70,19 +72,113 @@ pub struct FlowReport {
     pub bytes: u64,
 }
 
-/// The status of one table file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The status of one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct TableStatus {
-    /// File name.
-    pub file: String,
-    /// Whether the table as it is now in the file is installed.
+    /// The table's name (file name, or `FlowTable` name).
+    pub table: String,
+    /// Whether the table as it is now is installed.
     pub applied: bool,
     /// Why not (a parse error keeps the last good version installed).
     pub error: Option<String>,
-    /// The flows installed for this file.
+    /// The flows installed for this table.
     pub flows: Vec<FlowReport>,
-    /// Seconds since the epoch.
+    /// When this status was taken, seconds since the epoch.
     pub updated: u64,
+}
+
+/// Where flow tables come from and where their status goes.
+pub trait Source: std::fmt::Debug {
+    /// Every table as it is now: name and text (the flow language, one
+    /// flow per line). Names order the tables.
+    ///
+    /// # Errors
+    /// The source cannot be read now; the agent then changes nothing.
+    fn tables(&mut self) -> anyhow::Result<Vec<(String, String)>>;
+
+    /// Where line `line` of table `table` is, for error messages.
+    fn place(&self, table: &str, line: usize) -> String {
+        format!("{table}:{line}")
+    }
+
+    /// Publishes the status of every current table; status published
+    /// earlier for tables not in `status` goes.
+    ///
+    /// # Errors
+    /// The status could not be written; it is tried again next cycle.
+    fn publish(&mut self, status: &[TableStatus]) -> anyhow::Result<()>;
+
+    /// Takes back every status this agent published (at shutdown).
+    ///
+    /// # Errors
+    /// Some could not be removed.
+    fn retract(&mut self) -> anyhow::Result<()>;
+}
+
+/// Tables from the `*.flows` files of a directory, status as
+/// `<status_dir>/<file>.json`, written atomically.
+#[derive(Debug, Clone)]
+pub struct DirSource {
+    /// The watched directory.
+    pub dir: PathBuf,
+    /// Where status files go.
+    pub status_dir: PathBuf,
+}
+
+impl Source for DirSource {
+    fn tables(&mut self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "flows") && p.is_file())
+            .collect();
+        entries.sort();
+        let mut out = Vec::new();
+        for path in entries {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match std::fs::read_to_string(&path) {
+                Ok(text) => out.push((name, text)),
+                // Being replaced: no change this cycle.
+                Err(e) => anyhow::bail!("{}: {e}", path.display()),
+            }
+        }
+        Ok(out)
+    }
+
+    fn publish(&mut self, status: &[TableStatus]) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.status_dir)?;
+        for st in status {
+            write_atomic(
+                &self.status_dir.join(format!("{}.json", st.table)),
+                &serde_json::to_vec_pretty(st)?,
+            )?;
+        }
+        // Status of files that are gone goes too.
+        for e in std::fs::read_dir(&self.status_dir)?.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(table) = n.strip_suffix(".json")
+                && !status.iter().any(|s| s.table == table)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    fn retract(&mut self) -> anyhow::Result<()> {
+        if let Ok(rd) = std::fs::read_dir(&self.status_dir) {
+            for e in rd.flatten() {
+                if e.path().extension().is_some_and(|x| x == "json") {
+                    std::fs::remove_file(e.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +194,7 @@ type Applied = (Vec<(String, Flow)>, Vec<Placement>);
 #[derive(Debug)]
 pub struct Agent {
     cfg: Config,
+    source: Box<dyn Source + Send>,
     /// Last good version of each file.
     good: BTreeMap<String, Table>,
     /// Parse errors of the current version, by file.
@@ -127,9 +224,10 @@ fn now_secs() -> u64 {
 
 impl Agent {
     /// An agent that has done nothing yet.
-    pub fn new(cfg: Config) -> Self {
+    pub fn new(cfg: Config, source: Box<dyn Source + Send>) -> Self {
         Self {
             cfg,
+            source,
             good: BTreeMap::new(),
             file_errors: BTreeMap::new(),
             applied: None,
@@ -138,47 +236,47 @@ impl Agent {
         }
     }
 
-    /// Reads the directory: new last-good versions, parse errors, files
-    /// gone.
-    fn read_dir(&mut self) -> std::io::Result<()> {
-        let mut seen = Vec::new();
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(&self.cfg.dir)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "flows") && p.is_file())
-            .collect();
-        entries.sort();
-        for path in entries {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            seen.push(name.clone());
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                continue; // being replaced; next cycle
-            };
-            if self.good.get(&name).is_some_and(|t| t.text == text) {
-                self.file_errors.remove(&name);
+    /// Reads the source: new last-good versions, parse errors, tables
+    /// gone. A source that cannot be read changes nothing.
+    fn read_source(&mut self) -> anyhow::Result<()> {
+        let tables = self.source.tables()?;
+        for (name, text) in &tables {
+            if self.good.get(name).is_some_and(|t| t.text == *text) {
+                self.file_errors.remove(name);
                 continue;
             }
-            match parse::parse_flows(&text) {
+            match parse::parse_flows(text) {
                 Ok(flows) => {
-                    self.file_errors.remove(&name);
-                    self.good.insert(name, Table { text, flows });
+                    self.file_errors.remove(name);
+                    self.good.insert(
+                        name.clone(),
+                        Table {
+                            text: text.clone(),
+                            flows,
+                        },
+                    );
                 }
                 Err(errs) => {
                     let msg = errs
                         .iter()
-                        .map(|e| format!("{name}:{}:{}: {}", e.line, e.column, e.message))
+                        .map(|e| {
+                            format!(
+                                "{}:{}: {}",
+                                self.source.place(name, e.line),
+                                e.column,
+                                e.message
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("; ");
-                    tracing::warn!(file = %name, error = %msg, "flow table does not parse; keeping its last good version");
-                    self.file_errors.insert(name, msg);
+                    tracing::warn!(table = %name, error = %msg, "flow table does not parse; keeping its last good version");
+                    self.file_errors.insert(name.clone(), msg);
                 }
             }
         }
-        self.good.retain(|n, _| seen.contains(n));
-        self.file_errors.retain(|n, _| seen.contains(n));
+        let seen = |n: &String| tables.iter().any(|(t, _)| t == n);
+        self.good.retain(|n, _| seen(n));
+        self.file_errors.retain(|n, _| seen(n));
         Ok(())
     }
 
@@ -189,11 +287,11 @@ impl Agent {
             .collect()
     }
 
-    /// One reconcile: read the directory, apply when something changed
-    /// (or the resync time is up), write the status files.
+    /// One reconcile: read the source, apply when something changed (or
+    /// the resync time is up), publish the status.
     ///
     /// # Errors
-    /// The directory cannot be read, or status cannot be written. Apply
+    /// The source cannot be read, or status cannot be published. Apply
     /// failures are not errors of the cycle: they go into the status and
     /// are retried.
     pub fn cycle(
@@ -202,7 +300,7 @@ impl Agent {
         ports: &PortMap,
         features: &dyn Features,
     ) -> anyhow::Result<Cycle> {
-        self.read_dir()?;
+        self.read_source()?;
         let desired = self.desired();
         let changed = self
             .applied
@@ -253,8 +351,7 @@ impl Agent {
         Ok(out)
     }
 
-    fn write_status(&self, nl: &mut Netlink, ports: &PortMap) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.cfg.status_dir)?;
+    fn write_status(&mut self, nl: &mut Netlink, ports: &PortMap) -> anyhow::Result<()> {
         let (installed, _) = backend::installed(nl, ports, &self.cfg.bpf_dir)?;
         // Installed flows by where they are: eBPF slot, or flower filter.
         let mut by_slot: HashMap<u32, &FlowStatus> = HashMap::new();
@@ -280,10 +377,7 @@ impl Agent {
                 reports.entry(file).or_default().push(FlowReport {
                     line: flow.line,
                     flow: flow.to_string(),
-                    backend: found.map(|f| match f.backend {
-                        backend::Backend::Flower => "flower",
-                        backend::Backend::Ebpf => "ebpf",
-                    }),
+                    backend: found.map(|f| f.backend),
                     location: found.map(|f| f.location),
                     in_hw: found.is_some_and(|f| f.in_hw()),
                     packets: found.map_or(0, |f| f.counters.packets),
@@ -291,50 +385,38 @@ impl Agent {
                 });
             }
         }
-        let names: Vec<&String> = self.good.keys().chain(self.file_errors.keys()).collect();
-        for name in names {
-            let error = self
-                .file_errors
-                .get(name)
-                .cloned()
-                .or_else(|| self.apply_error.clone());
-            let st = TableStatus {
-                file: name.clone(),
-                applied: error.is_none() && self.applied.is_some(),
-                error,
-                flows: reports.remove(name.as_str()).unwrap_or_default(),
-                updated: now_secs(),
-            };
-            write_atomic(
-                &self.cfg.status_dir.join(format!("{name}.json")),
-                &serde_json::to_vec_pretty(&st)?,
-            )?;
-        }
-        // Status of files that are gone goes too.
-        for e in std::fs::read_dir(&self.cfg.status_dir)?.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if let Some(table) = n.strip_suffix(".json")
-                && !self.good.contains_key(table)
-                && !self.file_errors.contains_key(table)
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        Ok(())
+        let mut names: Vec<&String> = self.good.keys().chain(self.file_errors.keys()).collect();
+        names.sort();
+        names.dedup();
+        let status: Vec<TableStatus> = names
+            .into_iter()
+            .map(|name| {
+                let error = self
+                    .file_errors
+                    .get(name)
+                    .cloned()
+                    .or_else(|| self.apply_error.clone());
+                TableStatus {
+                    table: name.clone(),
+                    applied: error.is_none() && self.applied.is_some(),
+                    error,
+                    flows: reports.remove(name.as_str()).unwrap_or_default(),
+                    updated: now_secs(),
+                }
+            })
+            .collect();
+        self.source.publish(&status)
     }
 
-    /// Removes everything installed (both back ends) and the status files.
+    /// Removes everything installed (both back ends) and takes back the
+    /// published status.
     ///
     /// # Errors
-    /// The flush failed.
-    pub fn shutdown(&self, nl: &mut Netlink, ports: &PortMap) -> anyhow::Result<usize> {
+    /// The flush failed (status is then left to say what is installed).
+    pub fn shutdown(&mut self, nl: &mut Netlink, ports: &PortMap) -> anyhow::Result<usize> {
         let n = backend::flush(nl, ports, &self.cfg.bpf_dir)?;
-        if let Ok(rd) = std::fs::read_dir(&self.cfg.status_dir) {
-            for e in rd.flatten() {
-                if e.path().extension().is_some_and(|x| x == "json") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
+        if let Err(e) = self.source.retract() {
+            tracing::warn!(error = %format!("{e:#}"), "could not take back the status");
         }
         Ok(n)
     }

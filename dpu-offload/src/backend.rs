@@ -51,7 +51,9 @@ impl FromStr for Choice {
 }
 
 /// The back end of one port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// tc-flower (hardware and/or software tc).

@@ -34,7 +34,9 @@ const TCA_STATS_PKT64: u16 = 8;
 const USER_HZ: f64 = 100.0;
 
 /// Where a flow's packets are handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Location {
     /// The NIC holds it (`in_hw`).

@@ -14,7 +14,9 @@
 //! - [`datapath`]: the eBPF classifier in the kernel: load, pin, attach,
 //!   swap tables, read back.
 //! - [`backend`]: flower or eBPF per port; apply, dump and flush both.
-//! - [`agent`]: reconciles flow-table files and reports per-flow status.
+//! - [`agent`]: reconciles flow tables and reports per-flow status.
+//! - [`flowtable`]: the `FlowTable` custom resource and the agent's
+//!   API-server source.
 //! - [`eval`]: the reference evaluator: a table applied to one packet, the
 //!   obvious way, for tests to hold the back ends against.
 //! - [`selfcheck`]: invariants for the fuzz target.
@@ -41,6 +43,7 @@ mod ethtool;
 pub mod eval;
 pub mod flow;
 pub mod flower;
+pub mod flowtable;
 pub mod install;
 pub mod parse;
 pub mod selfcheck;

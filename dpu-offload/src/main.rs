@@ -12,6 +12,7 @@ use plexus_dpu_offload::{
     datapath::{self, DatapathStats},
     eswitch::{self, Ethtool, Features},
     flower::Policy,
+    flowtable,
     install::{self, Selector},
     parse,
 };
@@ -100,16 +101,36 @@ enum Command {
     },
     /// Delete every Plexus flow.
     Flush,
-    /// Keep the installed flows equal to the `*.flows` files of a
-    /// directory, and write per-flow status beside them.
+    /// Keep the installed flows equal to a set of flow tables (the
+    /// `*.flows` files of a directory, or the `FlowTable` resources
+    /// selecting this node) and report per-flow status back.
     Agent {
         /// The directory of flow tables (`*.flows`, one table per file).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Where status goes (`<file>.json` per table); default
-        /// `<dir>/status`.
-        #[arg(long)]
+        #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
+        dir: Option<PathBuf>,
+        /// Where status goes with `--dir` (`<file>.json` per table);
+        /// default `<dir>/status`.
+        #[arg(long, conflicts_with = "kube")]
         status_dir: Option<PathBuf>,
+        /// Take the tables from the `FlowTable` custom resources that
+        /// select this node, and write status into theirs.
+        #[arg(long)]
+        kube: bool,
+        /// The kubeconfig for `--kube`; default the in-cluster service
+        /// account.
+        #[arg(long, requires = "kube")]
+        kubeconfig: Option<PathBuf>,
+        /// This node's name for `--kube` (the downward API's
+        /// `spec.nodeName`).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
+        /// With `--kube`: list the tables at most this often.
+        #[arg(long, default_value_t = 5000)]
+        list_interval_ms: u64,
+        /// With `--kube`: publish a status whose only change is counters
+        /// at most this often.
+        #[arg(long, default_value_t = 10)]
+        counters_secs: u64,
         /// How often to look at the directory and refresh status.
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
@@ -304,6 +325,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Agent {
             dir,
             status_dir,
+            kube,
+            kubeconfig,
+            node_name,
+            list_interval_ms,
+            counters_secs,
             interval_ms,
             resync_secs,
             policy,
@@ -311,18 +337,43 @@ fn run(cli: Cli) -> Result<()> {
             keep_on_exit,
             once,
         } => {
-            if !dir.is_dir() {
-                bail!("{}: not a directory", dir.display());
-            }
+            let source: Box<dyn agent::Source + Send> = match (dir, kube) {
+                (Some(dir), false) => {
+                    if !dir.is_dir() {
+                        bail!("{}: not a directory", dir.display());
+                    }
+                    Box::new(agent::DirSource {
+                        status_dir: status_dir.unwrap_or_else(|| dir.join("status")),
+                        dir,
+                    })
+                }
+                (None, true) => {
+                    let Some(node) = node_name.filter(|n| !n.is_empty()) else {
+                        bail!("--kube needs --node-name (or NODE_NAME)");
+                    };
+                    let (rt, client) = flowtable::client(kubeconfig.as_deref())?;
+                    Box::new(flowtable::KubeSource::new(
+                        rt,
+                        client,
+                        node,
+                        flowtable::Intervals {
+                            list: std::time::Duration::from_millis(list_interval_ms),
+                            counters: std::time::Duration::from_secs(counters_secs),
+                        },
+                    ))
+                }
+                _ => bail!("give either --dir or --kube"),
+            };
             agent::block_signals();
-            let mut a = agent::Agent::new(agent::Config {
-                status_dir: status_dir.unwrap_or_else(|| dir.join("status")),
-                dir,
-                bpf_dir: cli.bpf_dir.clone(),
-                choice: backend.into(),
-                policy,
-                resync: std::time::Duration::from_secs(resync_secs),
-            });
+            let mut a = agent::Agent::new(
+                agent::Config {
+                    bpf_dir: cli.bpf_dir.clone(),
+                    choice: backend.into(),
+                    policy,
+                    resync: std::time::Duration::from_secs(resync_secs),
+                },
+                source,
+            );
             let mut nl = Netlink::new()?;
             loop {
                 // Ports come and go (a VF's representor appears with its

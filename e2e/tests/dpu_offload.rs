@@ -11,7 +11,9 @@
 use std::{path::Path, process::Output, sync::OnceLock};
 
 use plexus_e2e::bin;
-use plexus_testkit::{BpfFs, FakeSysfs, NetNs, PfSpec, RepresentorSpec, sysfs::DEFAULT_PF_BDF};
+use plexus_testkit::{
+    BpfFs, FakeApiServer, FakeSysfs, NetNs, PfSpec, RepresentorSpec, sysfs::DEFAULT_PF_BDF,
+};
 use serde_json::Value;
 
 /// One private bpffs for this test process: each test's netns gets its own
@@ -549,4 +551,185 @@ fn agent_installs_changes_and_removes_tables_and_survives_kill_9() {
     assert!(dumped(&ns).is_empty());
     assert_eq!(tc_state(&ns), before);
     assert!(!Path::new(&bpf_dir(&ns)).exists());
+}
+
+const FLOWTABLES: &str = "/apis/plexus.dev/v1alpha1/flowtables";
+
+fn flow_table(name: &str, selector: &Value, flows: &[&str]) -> Value {
+    serde_json::json!({"apiVersion": "plexus.dev/v1alpha1", "kind": "FlowTable",
+                       "metadata": {"name": name},
+                       "spec": {"nodeSelector": selector, "flows": flows}})
+}
+
+fn node_object(labels: &Value) -> Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Node",
+                       "metadata": {"name": "node-a", "labels": labels}})
+}
+
+/// Waits until this node's entry in a `FlowTable`'s status satisfies
+/// `cond`.
+fn wait_entry(
+    api: &FakeApiServer,
+    table: &str,
+    what: &str,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let entry = api
+            .get(FLOWTABLES, table)
+            .map(|t| t["status"]["nodes"]["node-a"].clone())
+            .unwrap_or(Value::Null);
+        if cond(&entry) {
+            return entry;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flowtable {table}: never {what}: {:#}",
+            api.get(FLOWTABLES, table).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn wait_flows(ns: &NetNs, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while dumped(ns).len() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {n} flows: {:#?}",
+            dumped(ns)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn agent_reconciles_flowtable_resources_and_reports_per_node_status() {
+    let ns = ports();
+    let api = ns.run(FakeApiServer::start);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let before = tc_state(&ns);
+    api.put(
+        "/api/v1/nodes",
+        node_object(&serde_json::json!({"dpu": "yes"})),
+    );
+    let dpu = serde_json::json!({"dpu": "yes"});
+    api.put(
+        FLOWTABLES,
+        flow_table(
+            "uplink",
+            &dpu,
+            &[
+                "in_port=rep0,ip,actions=output:up0",
+                "in_port=up0,ip,actions=output:rep0",
+            ],
+        ),
+    );
+    api.put(
+        FLOWTABLES,
+        flow_table(
+            "elsewhere",
+            &serde_json::json!({"dpu": "other"}),
+            &["in_port=rep1,actions=drop"],
+        ),
+    );
+    api.put(
+        FLOWTABLES,
+        flow_table(
+            "broken",
+            &serde_json::json!({}),
+            &[
+                "in_port=rep1,actions=drop",
+                "in_port=rep1,ip,nw_dst=10.0.0.0/99,actions=drop",
+            ],
+        ),
+    );
+    let mut agent = ns
+        .command(bin("dpu-offload"))
+        .unwrap()
+        .args([
+            "--bpf-dir",
+            &bpf_dir(&ns),
+            "agent",
+            "--kube",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .args([
+            "--node-name",
+            "node-a",
+            "--interval-ms",
+            "100",
+            "--list-interval-ms",
+            "100",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let up = wait_entry(&api, "uplink", "applied", |e| e["applied"] == true);
+    let flows = up["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 2, "{up:#}");
+    assert!(
+        flows
+            .iter()
+            .all(|f| f["backend"] == "ebpf" && f["location"] == "ebpf" && f["inHw"] == false),
+        "{up:#}"
+    );
+    let broken = wait_entry(&api, "broken", "an error", |e| e["error"].is_string());
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("flowtable/broken spec.flows[1]:"),
+        "{broken:#}"
+    );
+    assert_eq!(broken["applied"], false);
+    assert_eq!(
+        api.get(FLOWTABLES, "elsewhere").unwrap()["status"],
+        Value::Null,
+        "a table for other nodes got this node's status"
+    );
+    assert_eq!(dumped(&ns).len(), 2, "the broken table installed something");
+
+    // Fixed, it joins.
+    api.put(
+        FLOWTABLES,
+        flow_table(
+            "broken",
+            &serde_json::json!({}),
+            &["in_port=rep1,actions=drop"],
+        ),
+    );
+    wait_entry(&api, "broken", "applied", |e| e["applied"] == true);
+    wait_flows(&ns, 3);
+
+    // The API server failing for a while changes nothing installed.
+    api.fail_next(&[500; 10]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(dumped(&ns).len(), 3, "an API error removed flows");
+
+    // The node relabelled: the uplink table goes, with this node's entry.
+    api.put(
+        "/api/v1/nodes",
+        node_object(&serde_json::json!({"dpu": "no"})),
+    );
+    wait_flows(&ns, 1);
+    wait_entry(&api, "uplink", "taken back", Value::is_null);
+
+    // SIGTERM: flows and this node's status go; tc is as it was.
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) }, 0);
+    let code = agent.wait().unwrap();
+    assert!(code.success(), "{code}");
+    assert!(dumped(&ns).is_empty());
+    assert_eq!(tc_state(&ns), before);
+    assert_eq!(
+        api.get(FLOWTABLES, "broken").unwrap()["status"]["nodes"],
+        serde_json::json!({}),
+        "status left behind"
+    );
 }
