@@ -8,8 +8,10 @@
 //! - [`alloc`]: Allocate responses, device-info files, preferred allocation.
 //! - [`host`]: the host's default routes (netlink).
 //! - [`server`]: the daemon: gRPC servers, registration, health, rediscovery.
+//! - [`cni`]: the `sriov` CNI plugin that gives a pod its allocated VF.
 
 pub mod alloc;
+pub mod cni;
 pub mod config;
 pub mod host;
 pub mod pools;

@@ -1,0 +1,314 @@
+//! The hardware seam of the `sriov` plugin: a PF's operations on its VFs'
+//! attributes (`ip link set PF vf N ...`).
+//!
+//! [`PfOps`] has two implementations: [`NetlinkPf`], the production one
+//! (`RTM_NEWLINK` on the PF with `IFLA_VFINFO_LIST`, golden-byte tested in
+//! `plexus-netlink` against what iproute2 sends), and [`EmulatedPf`], which
+//! keeps the VF attributes in a state file in the PF's directory of a fake
+//! sysfs tree, for machines without SR-IOV NICs. [`open`] picks one: a PF
+//! whose sysfs directory holds [`EMULATED_STATE`] is emulated (a real
+//! `/sys` never has that file). Nothing else knows which one it has.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::Write as _,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use plexus_netlink::{
+    MacAddr, Netlink, link,
+    vf::{self, VfConfig, VfLinkMode, VfSetting, VlanProto},
+};
+use plexus_sysfs::Sysfs;
+use serde::{Deserialize, Serialize};
+
+/// The state file that marks a fake-sysfs PF as emulated.
+pub const EMULATED_STATE: &str = "plexus_emulated_vfs.json";
+
+/// What a PF can do for its VFs.
+pub trait PfOps {
+    /// VF `vf`'s attributes as the PF has them.
+    ///
+    /// # Errors
+    /// The PF cannot be asked, or does not report that VF.
+    fn get(&mut self, vf: u32) -> Result<VfConfig, String>;
+
+    /// Sets one attribute of VF `vf`.
+    ///
+    /// # Errors
+    /// The PF (driver) refused; the message says what and why.
+    fn set(&mut self, vf: u32, setting: &VfSetting) -> Result<(), String>;
+}
+
+/// The PF of VF `pf_address` as sysfs under `sysfs` shows it: emulated
+/// when its directory holds [`EMULATED_STATE`], netlink on its netdev
+/// (`pf_netdev`, in this process's network namespace) otherwise.
+///
+/// # Errors
+/// A netlink socket cannot be opened, or the PF has no netdev here.
+pub fn open(
+    sysfs: &Sysfs,
+    pf_address: &str,
+    pf_netdev: Option<&str>,
+) -> Result<Box<dyn PfOps>, String> {
+    let state = sysfs.device_dir(pf_address).join(EMULATED_STATE);
+    if state.is_file() {
+        return Ok(Box::new(EmulatedPf { state }));
+    }
+    let name = pf_netdev.ok_or_else(|| {
+        format!("PF {pf_address} has no netdev: VF attributes are set through the PF's netdev")
+    })?;
+    let mut nl = Netlink::new().map_err(|e| e.to_string())?;
+    let index = link::get_by_name(&mut nl, name)
+        .map_err(|e| format!("PF {pf_address}: {e}"))?
+        .index;
+    Ok(Box::new(NetlinkPf {
+        nl,
+        name: name.to_owned(),
+        index,
+    }))
+}
+
+/// Production: the PF driver through rtnetlink.
+#[derive(Debug)]
+pub struct NetlinkPf {
+    nl: Netlink,
+    name: String,
+    index: u32,
+}
+
+impl PfOps for NetlinkPf {
+    fn get(&mut self, vf: u32) -> Result<VfConfig, String> {
+        vf::list(&mut self.nl, &self.name)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|c| c.vf == vf)
+            .ok_or_else(|| {
+                format!(
+                    "PF {} does not report VF {vf} (its driver gives no VF info)",
+                    self.name
+                )
+            })
+    }
+
+    fn set(&mut self, vf: u32, setting: &VfSetting) -> Result<(), String> {
+        vf::set(&mut self.nl, self.index, vf, setting).map_err(|e| e.to_string())
+    }
+}
+
+/// One emulated VF's attributes, as the state file keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmulatedVfState {
+    /// Admin MAC.
+    pub mac: String,
+    /// Port VLAN.
+    pub vlan: u32,
+    /// Its priority.
+    pub qos: u32,
+    /// `802.1Q` or `802.1ad`.
+    pub proto: String,
+    /// Mbit/s.
+    pub min_tx_rate: u32,
+    /// Mbit/s.
+    pub max_tx_rate: u32,
+    /// Spoof checking.
+    pub spoofchk: bool,
+    /// Trusted.
+    pub trust: bool,
+    /// `auto`, `enable`, `disable`.
+    pub link_state: String,
+}
+
+impl Default for EmulatedVfState {
+    /// A freshly created VF, as i40e/mlx5 report one.
+    fn default() -> Self {
+        Self {
+            mac: "00:00:00:00:00:00".into(),
+            vlan: 0,
+            qos: 0,
+            proto: "802.1Q".into(),
+            min_tx_rate: 0,
+            max_tx_rate: 0,
+            spoofchk: true,
+            trust: false,
+            link_state: "auto".into(),
+        }
+    }
+}
+
+/// Tests and demos: VF attributes in `<PF sysfs dir>/`[`EMULATED_STATE`],
+/// read-modify-written under an exclusive lock so concurrent plugins see
+/// each other's changes.
+#[derive(Debug)]
+pub struct EmulatedPf {
+    state: PathBuf,
+}
+
+impl EmulatedPf {
+    /// The emulated PF whose state file is `state`.
+    pub fn new(state: PathBuf) -> Self {
+        Self { state }
+    }
+
+    /// Every VF's state; VFs never set are absent.
+    ///
+    /// # Errors
+    /// The file is unreadable.
+    pub fn read(&self) -> Result<BTreeMap<u32, EmulatedVfState>, String> {
+        let text = std::fs::read_to_string(&self.state)
+            .map_err(|e| format!("{}: {e}", self.state.display()))?;
+        if text.trim().is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", self.state.display()))
+    }
+
+    fn locked<T>(&self, f: impl FnOnce(&Self) -> Result<T, String>) -> Result<T, String> {
+        let lock = File::create(self.state.with_extension("lock"))
+            .map_err(|e| format!("{}: {e}", self.state.display()))?;
+        // SAFETY: flock on an fd we own; released when `lock` closes.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!(
+                "lock {}: {}",
+                self.state.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        f(self)
+    }
+
+    fn write(&self, all: &BTreeMap<u32, EmulatedVfState>) -> Result<(), String> {
+        write_atomic(
+            &self.state,
+            &serde_json::to_vec_pretty(all).expect("plain data"),
+        )
+        .map_err(|e| format!("{}: {e}", self.state.display()))
+    }
+}
+
+/// Writes `path` through a temporary file and a rename.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+fn link_mode_name(m: VfLinkMode) -> &'static str {
+    match m {
+        VfLinkMode::Auto => "auto",
+        VfLinkMode::Enable => "enable",
+        VfLinkMode::Disable => "disable",
+    }
+}
+
+impl PfOps for EmulatedPf {
+    fn get(&mut self, vf: u32) -> Result<VfConfig, String> {
+        let s = self.read()?.remove(&vf).unwrap_or_default();
+        Ok(VfConfig {
+            vf,
+            mac: s.mac.parse().unwrap_or(MacAddr([0; 6])),
+            vlan: s.vlan,
+            qos: s.qos,
+            vlan_proto: if s.proto == "802.1ad" {
+                VlanProto::Dot1Ad
+            } else {
+                VlanProto::Dot1Q
+            },
+            min_tx_rate: s.min_tx_rate,
+            max_tx_rate: s.max_tx_rate,
+            spoofchk: Some(s.spoofchk),
+            trust: Some(s.trust),
+            link_state: match s.link_state.as_str() {
+                "enable" => VfLinkMode::Enable,
+                "disable" => VfLinkMode::Disable,
+                _ => VfLinkMode::Auto,
+            },
+        })
+    }
+
+    fn set(&mut self, vf: u32, setting: &VfSetting) -> Result<(), String> {
+        self.locked(|me| {
+            let mut all = me.read()?;
+            let s = all.entry(vf).or_default();
+            match *setting {
+                VfSetting::Mac(m) => s.mac = m.to_string(),
+                VfSetting::Vlan { id, qos, proto } => {
+                    // As drivers do: VLAN 0 clears the priority too.
+                    s.vlan = u32::from(id);
+                    s.qos = if id == 0 { 0 } else { u32::from(qos) };
+                    s.proto = match proto {
+                        VlanProto::Dot1Q => "802.1Q",
+                        VlanProto::Dot1Ad => "802.1ad",
+                    }
+                    .into();
+                }
+                VfSetting::Rate { min_mbps, max_mbps } => {
+                    if max_mbps != 0 && min_mbps > max_mbps {
+                        // ndo_set_vf_rate's answer on i40e/mlx5.
+                        return Err(format!(
+                            "set VF {vf} rate: min {min_mbps} > max {max_mbps}: Invalid argument (EINVAL)"
+                        ));
+                    }
+                    s.min_tx_rate = min_mbps;
+                    s.max_tx_rate = max_mbps;
+                }
+                VfSetting::SpoofCheck(on) => s.spoofchk = on,
+                VfSetting::Trust(on) => s.trust = on,
+                VfSetting::LinkState(m) => s.link_state = link_mode_name(m).into(),
+            }
+            me.write(&all)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulated_pf_keeps_what_was_set_per_vf() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join(EMULATED_STATE);
+        std::fs::write(&state, "").unwrap();
+        let mut pf = EmulatedPf::new(state);
+        let fresh = pf.get(3).unwrap();
+        assert_eq!(
+            (fresh.vlan, fresh.spoofchk, fresh.trust),
+            (0, Some(true), Some(false))
+        );
+        let mac: MacAddr = "02:00:00:00:00:aa".parse().unwrap();
+        pf.set(3, &VfSetting::Mac(mac)).unwrap();
+        pf.set(
+            3,
+            &VfSetting::Vlan {
+                id: 100,
+                qos: 5,
+                proto: VlanProto::Dot1Ad,
+            },
+        )
+        .unwrap();
+        pf.set(3, &VfSetting::LinkState(VfLinkMode::Disable))
+            .unwrap();
+        pf.set(3, &VfSetting::Trust(true)).unwrap();
+        let c = pf.get(3).unwrap();
+        assert_eq!(c.mac, mac);
+        assert_eq!((c.vlan, c.qos, c.vlan_proto), (100, 5, VlanProto::Dot1Ad));
+        assert_eq!((c.link_state, c.trust), (VfLinkMode::Disable, Some(true)));
+        assert_eq!(pf.get(2).unwrap().vlan, 0, "another VF changed");
+        let e = pf
+            .set(
+                3,
+                &VfSetting::Rate {
+                    min_mbps: 9,
+                    max_mbps: 1,
+                },
+            )
+            .unwrap_err();
+        assert!(e.contains("EINVAL"), "{e}");
+    }
+}
