@@ -417,6 +417,21 @@ impl FakeSysfs {
         dev
     }
 
+    /// Marks the PF at `bdf` as emulated for the `sriov` CNI plugin: an
+    /// empty VF-attribute state file, `plexus_emulated_vfs.json`, in its
+    /// directory (the plugin's emulated PF keeps `ip link set PF vf N ...`
+    /// settings there; a real `/sys` never has the file). Returns its path.
+    ///
+    /// # Panics
+    /// If the PF is missing.
+    pub fn emulate_pf(&self, bdf: &str) -> PathBuf {
+        let dir = self.device_dir(bdf);
+        assert!(dir.is_dir(), "no PF {bdf} in the fake sysfs");
+        let path = dir.join("plexus_emulated_vfs.json");
+        write(&path, "");
+        path
+    }
+
     /// Adds VF number `index` of the PF at `pf_bdf`: the device, its
     /// `physfn` link, the PF's `virtfn<index>` link and an updated
     /// `sriov_numvfs` (the number of VFs present).
