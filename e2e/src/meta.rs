@@ -92,6 +92,9 @@ pub struct World {
     pub api: Option<FakeApiServer>,
     /// plexus' config (the stdin of every call).
     pub conf: Value,
+    /// `CNI_PATH` for plexus and its delegates (the reference plugins;
+    /// add the target directory for Plexus's own, such as `sriov`).
+    pub cni_path: String,
 }
 
 /// A pod: its namespace and identity.
@@ -199,6 +202,7 @@ impl World {
             source,
             api,
             conf,
+            cni_path: REFERENCE_PLUGINS.to_owned(),
         }
     }
 
@@ -364,7 +368,7 @@ impl World {
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &pod.container_id)
             .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", REFERENCE_PLUGINS)
+            .env("CNI_PATH", &self.cni_path)
             .env("CNI_ARGS", args)
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::piped())
