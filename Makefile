@@ -50,3 +50,4 @@ bench: setup
 	$(CARGO) bench -p plexus-e2e --bench sriov_device_plugin
 	$(CARGO) bench -p plexus-e2e --bench dpu_offload
 	$(CARGO) bench -p plexus-e2e --bench ebpf_datapath
+	$(CARGO) bench -p plexus-e2e --bench sriov_cni

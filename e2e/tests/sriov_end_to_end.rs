@@ -117,7 +117,11 @@ fn pods_get_the_vfs_the_device_plugin_allocated_and_ping_over_them() {
             .unwrap_or_else(|| panic!("no net1 in {status:#}"))
             .clone();
         assert_eq!(net1["name"], "default/sriov-net");
-        assert_eq!(net1["device-info"]["pci"]["pci-address"], chosen.as_str(), "{net1:#}");
+        assert_eq!(
+            net1["device-info"]["pci"]["pci-address"],
+            chosen.as_str(),
+            "{net1:#}"
+        );
         let vf = vfs.iter().find(|v| v.vf_bdf == chosen).unwrap();
         assert!(
             w.host.link(&vf.vf_ifname).is_none(),
@@ -136,8 +140,14 @@ fn pods_get_the_vfs_the_device_plugin_allocated_and_ping_over_them() {
             .status
             .success()
     };
-    assert!(ping(&pods[0].0.netns, &pods[1].1), "pod-a cannot reach pod-b");
-    assert!(ping(&pods[1].0.netns, &pods[0].1), "pod-b cannot reach pod-a");
+    assert!(
+        ping(&pods[0].0.netns, &pods[1].1),
+        "pod-a cannot reach pod-b"
+    );
+    assert!(
+        ping(&pods[1].0.netns, &pods[0].1),
+        "pod-b cannot reach pod-a"
+    );
 
     for (pod, _, host_name) in &pods {
         w.del(pod);

@@ -478,6 +478,22 @@ pub mod req {
         )
     }
 
+    /// `ip link set dev X netns NS name NEW`: moved and renamed in one
+    /// request, so the new name is only ever checked in the target netns.
+    pub fn set_netns_named(index: u32, netns: RawFd, new_name: &str) -> Request {
+        set(
+            index,
+            vec![
+                LinkAttribute::NetNsFd(netns),
+                LinkAttribute::IfName(new_name.to_owned()),
+            ],
+            Op::new(
+                format!("move ifindex {index} to another netns as {new_name}"),
+                "interface",
+            ),
+        )
+    }
+
     /// `ip link set dev X master M` (`Some(M)`) or `nomaster` (`None`,
     /// encoded as `IFLA_MASTER = 0`).
     pub fn set_master(index: u32, master: Option<u32>) -> Request {
@@ -663,6 +679,20 @@ pub fn rename(nl: &mut Netlink, index: u32, new_name: &str) -> Result<()> {
 /// ifindex there only if its index is taken; it comes up down.
 pub fn set_netns(nl: &mut Netlink, index: u32, netns: BorrowedFd<'_>) -> Result<()> {
     ack(nl, &req::set_netns(index, netns.as_raw_fd()))
+}
+
+/// Moves a link into the netns `netns` refers to under a new name, in
+/// one request: the name never exists in this netns, and taken in the
+/// target it fails there (`EEXIST`) with the link still here.
+pub fn set_netns_named(
+    nl: &mut Netlink,
+    index: u32,
+    netns: BorrowedFd<'_>,
+    new_name: &str,
+) -> Result<()> {
+    let r = req::set_netns_named(index, netns.as_raw_fd(), new_name);
+    check_ifname(r.op().desc(), new_name)?;
+    ack(nl, &r)
 }
 
 /// Enslaves the link to `master` (a bridge), or frees it with `None`.

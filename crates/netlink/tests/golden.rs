@@ -101,6 +101,10 @@ fn link_requests() {
         &link::req::altname(VETH1, "plexus-alt", false),
     );
     assert_golden("link_set_netns", &link::req::set_netns(VETH1, NETNS_FD));
+    assert_golden(
+        "link_set_netns_name",
+        &link::req::set_netns_named(VETH1, NETNS_FD, "net1"),
+    );
     assert_golden("link_del", &link::req::delete(VETH2));
 }
 

@@ -4,9 +4,10 @@
 //! VF's lock and refuse a VF another live pod has; save the VF's state
 //! (PF-side attributes, netdev name, MAC, MTU) in the attachment cache
 //! *before* changing anything; set the VF's attributes through the PF;
-//! move the netdev through a private temporary namespace (renamed there,
-//! its old altname dropped, so it never meets the pod's `eth0` or the
-//! host's names) into the pod, set its MAC and bring it up; run IPAM and
+//! move the netdev into the pod and rename it in the same request (the
+//! name is checked in the pod only, so it never meets the host's names;
+//! upstream goes through a temporary netns, two moves of ~20 ms each),
+//! drop its old altname, set its MAC and bring it up; run IPAM and
 //! put the addresses and routes on it. A VF bound to a userspace driver
 //! (vfio-pci, ...) is DPDK mode: no netdev moves, IPs are reported but
 //! not applied. Any failure undoes what was done, from the cache.
@@ -20,7 +21,7 @@
 
 use std::{
     fs::File,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::AsFd,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -130,25 +131,6 @@ pub fn netns_alive(path: &str) -> bool {
     }
 }
 
-/// A fresh, unnamed network namespace, alive while the file is open.
-fn temp_netns() -> std::io::Result<File> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: unshare affects this short-lived thread only.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            File::open("/proc/thread-self/ns/net")
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
-    })
-}
-
-fn fd_path(f: &File) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
-}
-
 fn nl_in(path: &Path) -> Result<Netlink, String> {
     Netlink::in_netns(path).map_err(|e| e.to_string())
 }
@@ -244,7 +226,10 @@ fn restore_vf(pf: &mut dyn PfOps, a: &Attachment) -> Result<(), String> {
 }
 
 /// Moves the VF netdev `l` from this namespace into the pod as `ifname`,
-/// through a temporary namespace; returns its MAC and MTU there.
+/// in one request (the kernel checks the new name in the pod only, so it
+/// never meets the host's names, and a pod that already has `ifname`
+/// fails it with the VF still here); returns its MAC, MTU and ifindex
+/// there.
 fn move_in(
     host: &mut Netlink,
     l: &Link,
@@ -253,38 +238,16 @@ fn move_in(
     pod_path: &Path,
     mac: Option<MacAddr>,
 ) -> Result<(MacAddr, u32, u32), String> {
-    let tmp = temp_netns().map_err(|e| format!("temporary netns: {e}"))?;
     link::set_down(host, l.index).map_err(|e| e.to_string())?;
-    link::set_netns(host, l.index, tmp.as_fd()).map_err(|e| e.to_string())?;
-    let back_home = |why: String| -> String {
-        // Best effort: bring it back to the host before reporting.
-        if let Ok(mut t) = nl_in(&fd_path(&tmp))
-            && let Ok(x) =
-                link::get_by_name(&mut t, ifname).or_else(|_| link::get_by_name(&mut t, &l.name))
-        {
-            let _ = link::rename(&mut t, x.index, &l.name);
-            if let Ok(h) = File::open("/proc/self/ns/net") {
-                let _ = link::set_netns(&mut t, x.index, h.as_fd());
-            }
-        }
-        why
-    };
-    let mut t = nl_in(&fd_path(&tmp)).map_err(&back_home)?;
-    let moved = link::get_by_name(&mut t, &l.name).map_err(|e| back_home(e.to_string()))?;
-    if ifname != l.name {
-        link::rename(&mut t, moved.index, ifname).map_err(|e| back_home(e.to_string()))?;
-    }
-    // Renaming keeps (or, with udev policies, adds) the old name as an
-    // altname; in the pod it would clash with nothing, but on the next
-    // ADD of this VF it makes "file exists" (sriov-cni #445).
-    if let Ok(x) = link::get(&mut t, moved.index)
-        && x.altnames.iter().any(|a| a == &l.name)
-    {
-        let _ = link::del_altname(&mut t, moved.index, &l.name);
-    }
-    link::set_netns(&mut t, moved.index, pod.as_fd()).map_err(|e| back_home(e.to_string()))?;
+    link::set_netns_named(host, l.index, pod.as_fd(), ifname).map_err(|e| e.to_string())?;
     let mut p = nl_in(pod_path)?;
     let inside = link::get_by_name(&mut p, ifname).map_err(|e| e.to_string())?;
+    // A rename may leave (or, with udev's policies, add) the old name as an
+    // altname: it would make the next ADD of this VF fail with "file
+    // exists" (sriov-cni #445).
+    if inside.altnames.iter().any(|a| a == &l.name) {
+        let _ = link::del_altname(&mut p, inside.index, &l.name);
+    }
     if let Some(m) = mac {
         link::set_mac(&mut p, inside.index, m).map_err(|e| e.to_string())?;
     }
@@ -343,24 +306,11 @@ fn move_out(a: &Attachment) -> Result<(), String> {
         };
     };
     link::set_down(&mut p, l.index).map_err(|e| e.to_string())?;
-    let tmp = temp_netns().map_err(|e| format!("temporary netns: {e}"))?;
-    link::set_netns(&mut p, l.index, tmp.as_fd()).map_err(|e| e.to_string())?;
-    let mut t = nl_in(&fd_path(&tmp))?;
-    let x = link::get_by_name(&mut t, &a.ifname).map_err(|e| e.to_string())?;
-    if a.ifname != *host_name {
-        link::rename(&mut t, x.index, host_name).map_err(|e| e.to_string())?;
-    }
-    restore(&mut t, x.index)?;
+    // MAC and MTU first, in the pod: the host never sees the pod's MAC.
+    restore(&mut p, l.index)?;
     let me = File::open("/proc/self/ns/net").map_err(|e| e.to_string())?;
-    link::set_netns(&mut t, x.index, me.as_fd()).map_err(|e| {
-        // Left in the temporary namespace it would fall to the init
-        // namespace when we exit; back in the pod, a retried DEL finds it.
-        let _ = link::rename(&mut t, x.index, &a.ifname);
-        if let Ok(pod) = File::open(&a.netns) {
-            let _ = link::set_netns(&mut t, x.index, pod.as_fd());
-        }
-        format!("back to the host as {host_name}: {e}")
-    })
+    link::set_netns_named(&mut p, l.index, me.as_fd(), host_name)
+        .map_err(|e| format!("back to the host as {host_name}: {e}"))
 }
 
 fn rt_of(container_id: &str, netns: Option<PathBuf>, ifname: &str, req: &Request) -> RuntimeConf {
@@ -847,16 +797,5 @@ mod tests {
         assert!(netns_alive("/proc/self/ns/net"));
         assert!(!netns_alive("/proc/self/status"));
         assert!(!netns_alive("/nonexistent/netns"));
-    }
-
-    #[test]
-    fn temp_netns_is_a_fresh_namespace() {
-        let t = temp_netns().unwrap();
-        let mut nl = nl_in(&fd_path(&t)).unwrap();
-        let links = link::list(&mut nl).unwrap();
-        assert_eq!(
-            links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
-            ["lo"]
-        );
     }
 }
