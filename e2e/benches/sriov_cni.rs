@@ -14,9 +14,9 @@
 
 use plexus_e2e::{
     bench::{bash_loop, median, table},
-    bin,
+    bin, sriov,
 };
-use plexus_testkit::{EmulatedVf, EmulatedVfSpec, FakeSysfs, NetNs, PfSpec, sysfs::DEFAULT_PF_BDF};
+use plexus_testkit::NetNs;
 use serde_json::json;
 
 const ROUNDS: usize = 6;
@@ -24,13 +24,11 @@ const PER_ROUND: usize = 15;
 
 fn main() {
     let host = NetNs::with_prefix("bench-sr").expect("netns (run as root)");
-    let wire = NetNs::with_prefix("bench-srw").expect("netns");
+    let wire = sriov::wire("bench-srw");
     let pod = NetNs::with_prefix("bench-srp").expect("netns");
     let tmp = tempfile::tempdir().unwrap();
-    let sysfs = FakeSysfs::new();
-    sysfs.pf(PfSpec::default());
-    sysfs.emulate_pf(DEFAULT_PF_BDF);
-    let vf = EmulatedVf::create(&host, &wire, &sysfs, &EmulatedVfSpec::default()).unwrap();
+    let (sysfs, _) = sriov::emulated_pf();
+    let vf = sriov::vfs(&host, &wire, &sysfs, 1).remove(0);
     host.sh(
         "ip",
         &["link", "add", "mv0", "type", "veth", "peer", "name", "mv0p"],

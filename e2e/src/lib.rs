@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod meta;
+pub mod sriov;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

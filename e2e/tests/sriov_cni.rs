@@ -13,10 +13,8 @@
 
 use std::{path::PathBuf, process::Output};
 
-use plexus_e2e::{REFERENCE_PLUGINS, bin};
-use plexus_testkit::{
-    EmulatedVf, EmulatedVfSpec, FakeSysfs, NetNs, PfSpec, VfSpec, sysfs::DEFAULT_PF_BDF,
-};
+use plexus_e2e::{REFERENCE_PLUGINS, bin, sriov};
+use plexus_testkit::{EmulatedVf, FakeSysfs, NetNs, VfSpec, sysfs::DEFAULT_PF_BDF};
 use serde_json::{Value, json};
 
 struct Rig {
@@ -34,31 +32,10 @@ struct Rig {
 
 fn rig(n: u32) -> Rig {
     let host = NetNs::with_prefix("sr-host").unwrap();
-    let wire = NetNs::with_prefix("sr-wire").unwrap();
-    wire.sh("ip", &["link", "add", "sw0", "type", "bridge"]);
-    wire.sh("ip", &["link", "set", "sw0", "up"]);
+    let wire = sriov::wire("sr-wire");
     wire.sh("ip", &["addr", "add", "10.56.0.254/24", "dev", "sw0"]);
-    let sysfs = FakeSysfs::new();
-    sysfs.pf(PfSpec::default());
-    let state = sysfs.emulate_pf(DEFAULT_PF_BDF);
-    let vfs = (0..n)
-        .map(|i| {
-            let vf = EmulatedVf::create(
-                &host,
-                &wire,
-                &sysfs,
-                &EmulatedVfSpec {
-                    vf_index: i,
-                    vf_ifname: format!("ensvf{i}"),
-                    peer_ifname: format!("rep{i}"),
-                    ..EmulatedVfSpec::default()
-                },
-            )
-            .unwrap();
-            wire.sh("ip", &["link", "set", &format!("rep{i}"), "master", "sw0"]);
-            vf
-        })
-        .collect();
+    let (sysfs, state) = sriov::emulated_pf();
+    let vfs = sriov::vfs(&host, &wire, &sysfs, n);
     let dpdk = sysfs
         .vf(
             DEFAULT_PF_BDF,

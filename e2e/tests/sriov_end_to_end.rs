@@ -18,12 +18,9 @@ use std::{
 use plexus_e2e::{
     REFERENCE_PLUGINS,
     meta::{Source, World},
-    target_dir,
+    sriov, target_dir,
 };
-use plexus_testkit::{
-    EmulatedVf, EmulatedVfSpec, FakeDeviceManager, FakeKubelet, FakeSysfs, NetNs, PfSpec,
-    sysfs::DEFAULT_PF_BDF,
-};
+use plexus_testkit::{FakeDeviceManager, FakeKubelet, NetNs};
 use serde_json::{Value, json};
 
 const RESOURCE: &str = "intel.com/vf_pool";
@@ -41,30 +38,9 @@ impl Drop for Daemon {
 fn pods_get_the_vfs_the_device_plugin_allocated_and_ping_over_them() {
     let mut w = World::new(Source::Standalone);
     w.cni_path = format!("{}:{REFERENCE_PLUGINS}", target_dir().display());
-    let wire = NetNs::with_prefix("e2e-wire").unwrap();
-    wire.sh("ip", &["link", "add", "sw0", "type", "bridge"]);
-    wire.sh("ip", &["link", "set", "sw0", "up"]);
-    let sysfs = FakeSysfs::new();
-    sysfs.pf(PfSpec::default());
-    sysfs.emulate_pf(DEFAULT_PF_BDF);
-    let vfs: Vec<EmulatedVf> = (0..2)
-        .map(|i| {
-            let vf = EmulatedVf::create(
-                &w.host,
-                &wire,
-                &sysfs,
-                &EmulatedVfSpec {
-                    vf_index: i,
-                    vf_ifname: format!("ensvf{i}"),
-                    peer_ifname: format!("rep{i}"),
-                    ..EmulatedVfSpec::default()
-                },
-            )
-            .unwrap();
-            wire.sh("ip", &["link", "set", &format!("rep{i}"), "master", "sw0"]);
-            vf
-        })
-        .collect();
+    let wire = sriov::wire("e2e-wire");
+    let (sysfs, _) = sriov::emulated_pf();
+    let vfs = sriov::vfs(&w.host, &wire, &sysfs, 2);
 
     // The device plugin, with a pool of the iavf VFs of ens1f0.
     std::fs::write(
