@@ -36,28 +36,16 @@ fn rig(n: u32) -> Rig {
     wire.sh("ip", &["addr", "add", "10.56.0.254/24", "dev", "sw0"]);
     let (sysfs, state) = sriov::emulated_pf();
     let vfs = sriov::vfs(&host, &wire, &sysfs, n);
-    let dpdk = sysfs
-        .vf(
-            DEFAULT_PF_BDF,
-            10,
-            VfSpec {
-                driver: Some("vfio-pci".into()),
-                ..VfSpec::default()
-            },
-        )
-        .bdf
-        .clone();
-    let odd = sysfs
-        .vf(
-            DEFAULT_PF_BDF,
-            11,
-            VfSpec {
-                driver: Some("mystery_vf".into()),
-                ..VfSpec::default()
-            },
-        )
-        .bdf
-        .clone();
+    // VFs without a netdev, bound to `driver`.
+    let bare = |index, driver: &str| {
+        let spec = VfSpec {
+            driver: Some(driver.into()),
+            ..VfSpec::default()
+        };
+        sysfs.vf(DEFAULT_PF_BDF, index, spec).bdf
+    };
+    let dpdk = bare(10, "vfio-pci");
+    let odd = bare(11, "mystery_vf");
     Rig {
         host,
         wire,

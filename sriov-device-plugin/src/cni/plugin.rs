@@ -313,14 +313,30 @@ fn move_out(a: &Attachment) -> Result<(), String> {
         .map_err(|e| format!("back to the host as {host_name}: {e}"))
 }
 
-fn rt_of(container_id: &str, netns: Option<PathBuf>, ifname: &str, req: &Request) -> RuntimeConf {
-    RuntimeConf {
+/// Runs `config`'s IPAM plugin (from `CNI_PATH`) for one attachment;
+/// `Ok(None)` when the config has no IPAM.
+fn run_ipam(
+    req: &Request,
+    command: Command,
+    config: &Value,
+    container_id: &str,
+    netns: Option<PathBuf>,
+    ifname: &str,
+) -> Result<Option<Vec<u8>>, plexus_cni::invoke::Error> {
+    let Some(ty) = ipam_type(config) else {
+        return Ok(None);
+    };
+    let rt = RuntimeConf {
         container_id: container_id.to_owned(),
         netns,
         ifname: ifname.to_owned(),
         args: req.args.clone(),
         capability_args: serde_json::Map::new(),
-    }
+    };
+    let stdin = serde_json::to_vec(config).expect("JSON value");
+    Invoker::new(req.path.clone())
+        .exec(ty, command, &rt, &stdin)
+        .map(Some)
 }
 
 fn ipam_type(config: &Value) -> Option<&str> {
@@ -366,13 +382,16 @@ fn configure(nl: &mut Netlink, index: u32, r: &CniResult) -> Result<(), String> 
 /// earlier one failed; the cache goes only when all succeeded.
 fn teardown(store: &Store, sysfs: &Sysfs, a: &Attachment, req: &Request) -> Result<(), String> {
     let mut errs = Vec::new();
-    if let Some(ty) = ipam_type(&a.config) {
-        let netns = netns_alive(&a.netns).then(|| PathBuf::from(&a.netns));
-        let rt = rt_of(&a.container_id, netns, &a.ifname, req);
-        let stdin = serde_json::to_vec(&a.config).expect("JSON value");
-        if let Err(e) = Invoker::new(req.path.clone()).exec(ty, Command::Del, &rt, &stdin) {
-            errs.push(format!("IPAM {ty} DEL: {}", CniError::from(e).msg));
-        }
+    let netns = netns_alive(&a.netns).then(|| PathBuf::from(&a.netns));
+    if let Err(e) = run_ipam(
+        req,
+        Command::Del,
+        &a.config,
+        &a.container_id,
+        netns,
+        &a.ifname,
+    ) {
+        errs.push(format!("IPAM DEL: {}", CniError::from(e).msg));
     }
     if !a.dpdk
         && a.stage != Stage::Prepared
@@ -415,20 +434,14 @@ impl Sriov {
         store: &Store,
         att: &mut Attachment,
         pf: &mut dyn PfOps,
+        host_link: Option<(Netlink, Link)>,
     ) -> Result<CniResult, CniError> {
         let netns = att.netns.clone();
         apply_vf(pf, conf, vf.index)?;
         let mut pod_nl = None;
-        let (mac, mtu) = match &vf.netdev {
-            Some(name) => {
+        let (mac, mtu) = match host_link {
+            Some((mut host, l)) => {
                 let pod = File::open(&netns).map_err(|e| gone(format!("netns {netns}: {e}")))?;
-                let mut host = Netlink::new().map_err(|e| io(e.to_string()))?;
-                let l = link::get_by_name(&mut host, name).map_err(|e| {
-                    invalid(format!(
-                        "VF {}: its netdev {name} is not in this network namespace: {e}",
-                        vf.address
-                    ))
-                })?;
                 att.stage = Stage::Moving;
                 store.save(att).map_err(io)?;
                 let (mac, mtu, index) = move_in(
@@ -463,15 +476,15 @@ impl Sriov {
             }],
             ..CniResult::default()
         };
-        if let Some(ty) = conf.ipam_type() {
-            let rt = rt_of(
-                &req.container_id,
-                Some(PathBuf::from(&netns)),
-                &req.ifname,
-                req,
-            );
-            let stdin = serde_json::to_vec(&req.config).expect("JSON value");
-            let out = Invoker::new(req.path.clone()).exec(ty, Command::Add, &rt, &stdin)?;
+        let ty = conf.ipam_type().unwrap_or_default();
+        if let Some(out) = run_ipam(
+            req,
+            Command::Add,
+            &req.config,
+            &req.container_id,
+            Some(PathBuf::from(&netns)),
+            &req.ifname,
+        )? {
             let (_, r) = CniResult::from_slice(&out, req.version.as_str()).map_err(|e| {
                 CniError::new(code::DELEGATE_OUTPUT, format!("IPAM {ty} result: {e}"))
             })?;
@@ -537,7 +550,9 @@ impl Plugin for Sriov {
         }
         let mut pf = pf::open(&sysfs, &vf.pf_address, vf.pf_netdev.as_deref()).map_err(io)?;
         let before = pf.get(vf.index).map_err(io)?;
-        let (host_mac, host_mtu) = match &vf.netdev {
+        // Kernel mode: the VF netdev, looked up once for its state and the
+        // move.
+        let host_link = match &vf.netdev {
             Some(n) => {
                 let mut host = Netlink::new().map_err(|e| io(e.to_string()))?;
                 let l = link::get_by_name(&mut host, n).map_err(|e| {
@@ -546,10 +561,14 @@ impl Plugin for Sriov {
                         vf.address
                     ))
                 })?;
-                (l.mac.map(|m| m.to_string()), l.mtu)
+                Some((host, l))
             }
-            None => (None, None),
+            None => None,
         };
+        let host_mac = host_link
+            .as_ref()
+            .and_then(|(_, l)| l.mac.map(|m| m.to_string()));
+        let host_mtu = host_link.as_ref().and_then(|(_, l)| l.mtu);
         let mut att = Attachment {
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
@@ -588,7 +607,7 @@ impl Plugin for Sriov {
                 },
             )
             .map_err(io)?;
-        let r = Self::add_inner(req, &conf, &vf, &store, &mut att, pf.as_mut());
+        let r = Self::add_inner(req, &conf, &vf, &store, &mut att, pf.as_mut(), host_link);
         if r.is_err() {
             drop(pf);
             if let Err(e) = teardown(&store, &sysfs, &att, req) {
@@ -606,11 +625,14 @@ impl Plugin for Sriov {
             // Nothing recorded: ADD never got to change anything (the
             // cache is written first). IPAM may still hold an address
             // for it; its DEL is idempotent.
-            if let Some(ty) = ipam_type(&req.config) {
-                let rt = rt_of(&req.container_id, req.netns.clone(), &req.ifname, req);
-                let stdin = serde_json::to_vec(&req.config).expect("JSON value");
-                Invoker::new(req.path.clone()).exec(ty, Command::Del, &rt, &stdin)?;
-            }
+            run_ipam(
+                req,
+                Command::Del,
+                &req.config,
+                &req.container_id,
+                req.netns.clone(),
+                &req.ifname,
+            )?;
             return Ok(());
         };
         let _lock = store
