@@ -1,0 +1,403 @@
+//! Everything a user copies out of the repository is read here by the
+//! parsers that will read it for real, so none of it can rot:
+//!
+//! - `examples/`: NADs through `plexus`'s resolver (each pod's annotation
+//!   planned against the example NADs and `net.d/`, capabilities checked),
+//!   the `sriov` NAD through the `sriov` plugin's config check, the
+//!   device-plugin config through its parser and `discover` on a fake X710,
+//!   flows through the flow parser, the `FlowTable` through its type;
+//! - `deploy/` and `e2e/kind/`: every object against its k8s-openapi type
+//!   (strictly: a field the type does not have is an error, not dropped),
+//!   with the cross-references a cluster would only report at runtime
+//!   (selectors, volumes, service accounts, RBAC, flags of our binaries,
+//!   images built by our Dockerfiles).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::api::core::v1::Pod;
+use plexus_e2e::bin;
+use plexus_meta_cni::{
+    cluster::{PodRef, Standalone},
+    config::PlexusConf,
+    resolve::{PodContext, Resolver},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value, json};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The YAML documents of a file, as JSON values (empty documents skipped).
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    use serde::Deserialize as _;
+    serde_yaml::Deserializer::from_str(&read(path))
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Every file under `dir`, relative to the repository, sorted.
+fn files_under(dir: &Path) -> BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut BTreeSet<String>) {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.insert(p.strip_prefix(repo()).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, &mut out);
+    out
+}
+
+fn rel(path: &Path) -> String {
+    path.strip_prefix(repo()).unwrap().display().to_string()
+}
+
+/// Deserializes `doc` into `T` and fails on any field `T` does not know:
+/// the typed value, serialized again, must still hold every non-null field
+/// of the original (k8s-openapi's own deserializers skip unknown fields,
+/// as the API server does unless asked to be strict).
+fn strict<T: DeserializeOwned + Serialize>(doc: &Value, what: &str) -> T {
+    fn dropped(orig: &Value, back: &Value, path: &str, out: &mut Vec<String>) {
+        match (orig, back) {
+            (Value::Object(o), Value::Object(b)) => {
+                for (k, v) in o {
+                    let p = format!("{path}.{k}");
+                    match b.get(k) {
+                        Some(bv) => dropped(v, bv, &p, out),
+                        None if v.is_null() => {}
+                        None => out.push(p),
+                    }
+                }
+            }
+            (Value::Array(o), Value::Array(b)) => {
+                for (i, (v, bv)) in o.iter().zip(b).enumerate() {
+                    dropped(v, bv, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let typed: T = serde_json::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("{what}: not a valid {}: {e}", std::any::type_name::<T>()));
+    let back = serde_json::to_value(&typed).unwrap();
+    let mut unknown = Vec::new();
+    dropped(doc, &back, "", &mut unknown);
+    assert!(
+        unknown.is_empty(),
+        "{what}: {} has no field {}",
+        std::any::type_name::<T>(),
+        unknown.join(", ")
+    );
+    typed
+}
+
+// ---------------------------------------------------------------- examples
+
+/// The example plexus config, with `confDir` pointed at `examples/net.d`
+/// (on a node it is `/etc/cni/net.d`).
+fn example_conf() -> PlexusConf {
+    let path = repo().join("examples/plexus/00-plexus.conf");
+    let mut v: Value = serde_json::from_str(&read(&path)).unwrap();
+    assert_eq!(v["type"], "plexus");
+    v["confDir"] = json!(repo().join("examples/net.d"));
+    PlexusConf::from_value(&v).unwrap_or_else(|e| panic!("{}: {e:?}", rel(&path)))
+}
+
+/// One planned attachment: network, ifname, delegate types, resource.
+type Attachment = (String, String, Vec<String>, Option<String>);
+
+/// What `plexus` would run for an example pod.
+fn plan(pod: &Pod) -> Vec<Attachment> {
+    try_plan(pod).unwrap_or_else(|e| panic!("pod {:?}: {e:?}", pod.metadata.name))
+}
+
+fn try_plan(pod: &Pod) -> Result<Vec<Attachment>, plexus_cni::CniError> {
+    let conf = example_conf();
+    let annotations: BTreeMap<String, String> =
+        pod.metadata.annotations.clone().unwrap_or_default();
+    let cluster = Standalone::new(Some(&repo().join("examples/nads")), annotations, None)
+        .expect("examples/nads loads");
+    let pod_ref = PodRef {
+        namespace: pod.metadata.namespace.clone().unwrap(),
+        name: pod.metadata.name.clone().unwrap(),
+        uid: None,
+    };
+    let info = plexus_meta_cni::cluster::Cluster::pod(&cluster, &pod_ref)
+        .unwrap()
+        .unwrap();
+    let resolver = Resolver {
+        conf: &conf,
+        cluster: Some(&cluster),
+    };
+    let (planned, skipped) = resolver
+        .plan(
+            Some(PodContext {
+                pod: &pod_ref,
+                info: &info,
+            }),
+            "eth0",
+            &Map::new(),
+            true,
+        )?;
+    assert!(skipped.is_empty());
+    Ok(planned
+        .into_iter()
+        .map(|p| {
+            let types = p.list.plugins.iter().map(|d| d.plugin_type().to_owned()).collect();
+            (p.network, p.ifname, types, p.resource)
+        })
+        .collect())
+}
+
+#[test]
+fn example_nads_resolve_to_the_delegates_they_name() {
+    let nads = plexus_meta_cni::nad::load_dir(&repo().join("examples/nads")).unwrap();
+    let conf_dir = repo().join("examples/net.d");
+    let mut seen = BTreeMap::new();
+    for nad in &nads {
+        let list = nad
+            .network(&conf_dir)
+            .unwrap_or_else(|e| panic!("NAD {}: {e:?}", nad.display()));
+        let types: Vec<String> = list.plugins.iter().map(|p| p.plugin_type().to_owned()).collect();
+        seen.insert(nad.display(), (types, nad.resource_name.clone()));
+    }
+    let want = |t: &[&str]| t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let expected: BTreeMap<String, (Vec<String>, Option<String>)> = [
+        ("default/bridge-conf", want(&["bridge"]), None),
+        ("default/host-device-conf", want(&["host-device"]), None),
+        ("default/ipvlan-conf", want(&["ipvlan"]), None),
+        ("default/macvlan-conf", want(&["macvlan"]), None),
+        ("default/macvlan-tuned", want(&["macvlan", "tuning"]), None),
+        (
+            "default/sriov-net",
+            want(&["sriov"]),
+            Some("intel.com/intel_sriov_netdevice".to_owned()),
+        ),
+        ("default/storage", want(&["macvlan"]), None),
+    ]
+    .into_iter()
+    .map(|(n, t, r)| (n.to_owned(), (t, r)))
+    .collect();
+    assert_eq!(seen, expected);
+
+    // Every NAD is also a valid object of the generated CRD's type. The
+    // CRD (like upstream's) lets `spec` be absent; kube's derived type
+    // always has one, so an absent spec reads as an empty one.
+    for path in files_under(&repo().join("examples/nads")) {
+        for mut doc in yaml_docs(&repo().join(&path)) {
+            if doc.get("spec").is_none() {
+                doc["spec"] = json!({});
+            }
+            strict::<crds::NetworkAttachmentDefinition>(&doc, &path);
+        }
+    }
+}
+
+#[test]
+fn the_sriov_example_is_a_valid_sriov_config_once_plexus_adds_the_vf() {
+    let nads = plexus_meta_cni::nad::load_dir(&repo().join("examples/nads")).unwrap();
+    let nad = nads.iter().find(|n| n.name == "sriov-net").unwrap();
+    let mut config: Value = serde_json::from_str(&nad.config).unwrap();
+    let args = plexus_cni::args::CniArgs::default();
+    // Without the VF plexus passes on, the plugin says what is missing.
+    let err = plexus_sriov_device_plugin::cni::conf::NetConf::parse(&config, &args).unwrap_err();
+    assert!(err.msg.contains("deviceID is required"), "{err:?}");
+    config["deviceID"] = json!("0000:3b:02.1");
+    let conf = plexus_sriov_device_plugin::cni::conf::NetConf::parse(&config, &args)
+        .unwrap_or_else(|e| panic!("examples/nads/sriov.yaml: {e:?}"));
+    assert_eq!(conf.ipam_type(), Some("host-local"));
+}
+
+#[test]
+fn example_pods_plan_against_the_example_nads() {
+    let pods_dir = repo().join("examples/pods");
+    let mut plans = BTreeMap::new();
+    for path in files_under(&pods_dir) {
+        for doc in yaml_docs(&repo().join(&path)) {
+            let pod: Pod = strict(&doc, &path);
+            plans.insert(pod.metadata.name.clone().unwrap(), (plan(&pod), pod));
+        }
+    }
+    let nets = |name: &str| -> Vec<(String, String, Vec<String>)> {
+        plans[name]
+            .0
+            .iter()
+            .map(|(n, i, t, _)| (n.clone(), i.clone(), t.clone()))
+            .collect()
+    };
+    let s = |v: &str| v.to_owned();
+    let cilium = (s("cilium"), s("eth0"), vec![s("cilium-cni")]);
+    assert_eq!(
+        nets("short-form"),
+        [
+            cilium.clone(),
+            (s("default/macvlan-conf"), s("net1"), vec![s("macvlan")]),
+            (s("default/storage"), s("storage0"), vec![s("macvlan")]),
+        ]
+    );
+    assert_eq!(
+        nets("json-form"),
+        [
+            cilium.clone(),
+            (s("default/bridge-conf"), s("net1"), vec![s("bridge")]),
+            (s("default/bridge-conf"), s("data1"), vec![s("bridge")]),
+        ]
+    );
+    assert_eq!(
+        nets("static-ip-mac"),
+        [
+            cilium.clone(),
+            (
+                s("default/macvlan-tuned"),
+                s("net1"),
+                vec![s("macvlan"), s("tuning")]
+            ),
+        ]
+    );
+    assert_eq!(
+        nets("default-route"),
+        [
+            cilium.clone(),
+            (s("default/ipvlan-conf"), s("net1"), vec![s("ipvlan")])
+        ]
+    );
+
+    // The SR-IOV pod requests exactly the resource its NAD names.
+    let (sriov_plan, sriov_pod) = &plans["sriov-pod"];
+    let resource = sriov_plan[1].3.clone().expect("sriov-net has a resourceName");
+    let container = &sriov_pod.spec.as_ref().unwrap().containers[0];
+    let res = container.resources.as_ref().unwrap();
+    for list in [&res.requests, &res.limits] {
+        assert_eq!(list.as_ref().unwrap()[&resource].0, "1");
+    }
+    assert_eq!(plans.len(), 5, "a new example pod needs its expected plan here");
+}
+
+#[test]
+fn example_static_ip_and_mac_reach_only_capable_delegates() {
+    // The same pod against a NAD without the `mac` capability is refused
+    // (code 7), so the example's capabilities are what makes it work.
+    let path = repo().join("examples/pods/static-ip-mac.yaml");
+    let mut doc = yaml_docs(&path).remove(0);
+    let ann = "k8s.v1.cni.cncf.io/networks";
+    doc["metadata"]["annotations"][ann] =
+        json!(r#"[{"name": "macvlan-conf", "mac": "02:42:c0:a8:14:05"}]"#);
+    let pod: Pod = strict(&doc, "static-ip-mac, edited");
+    let err = try_plan(&pod).unwrap_err();
+    assert_eq!(err.code, 7);
+    assert!(err.msg.contains("mac"), "{err:?}");
+}
+
+#[test]
+fn example_device_plugin_config_parses_and_pools_the_x710_vfs() {
+    let path = repo().join("examples/sriov-device-plugin/config.json");
+    let cfg = plexus_sriov_device_plugin::config::parse(&read(&path), "intel.com");
+    assert!(cfg.errors.is_empty(), "{:?}", cfg.errors);
+    assert!(cfg.unknown_keys.is_empty(), "{:?}", cfg.unknown_keys);
+    let names: Vec<String> = cfg
+        .pools
+        .iter()
+        .map(plexus_sriov_device_plugin::config::PoolConfig::resource)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "intel.com/intel_sriov_netdevice",
+            "intel.com/intel_sriov_dpdk",
+            "nvidia.com/mlnx_rdma"
+        ]
+    );
+
+    // On the reference X710 (VF 0 on vfio-pci, VFs 1-3 on iavf), the kernel
+    // VFs land in the netdevice pool and VF 0 in the DPDK pool.
+    let host = plexus_testkit::NetNs::with_prefix("ex-dp").unwrap();
+    let fake = plexus_testkit::FakeSysfs::new();
+    fake.x710();
+    let out = host
+        .command(bin("sriov-device-plugin"))
+        .unwrap()
+        .args(["discover", "--json", "--config-file"])
+        .arg(&path)
+        .arg("--sysfs-root")
+        .arg(fake.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut pooled: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for d in v["devices"].as_array().unwrap() {
+        if d["verdict"]["state"] == "pooled" {
+            pooled
+                .entry(d["verdict"]["resource"].as_str().unwrap_or_default().to_owned())
+                .or_default()
+                .push(d["address"].as_str().unwrap().to_owned());
+        }
+    }
+    let want: BTreeMap<String, Vec<String>> = [
+        (
+            "intel.com/intel_sriov_netdevice",
+            vec!["0000:3b:02.1", "0000:3b:02.2", "0000:3b:02.3"],
+        ),
+        ("intel.com/intel_sriov_dpdk", vec!["0000:3b:02.0"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+    .collect();
+    assert_eq!(pooled, want, "{v:#}");
+}
+
+#[test]
+fn example_flows_parse_and_the_flow_table_is_a_valid_resource() {
+    let path = repo().join("examples/flows/vf-switch.flows");
+    let flows = plexus_dpu_offload::parse::parse_flows(&read(&path))
+        .unwrap_or_else(|e| panic!("{}: {e:?}", rel(&path)));
+    assert_eq!(flows.len(), 5);
+
+    let path = repo().join("examples/flows/flowtable.yaml");
+    let doc = yaml_docs(&path).remove(0);
+    let table: plexus_dpu_offload::flowtable::FlowTable = strict(&doc, &rel(&path));
+    let flows = plexus_dpu_offload::parse::parse_flows(&table.text())
+        .unwrap_or_else(|e| panic!("{}: {e:?}", rel(&path)));
+    assert_eq!(flows.len(), table.spec.flows.len());
+    let labels = BTreeMap::from([("plexus.dev/dpu".to_owned(), "true".to_owned())]);
+    assert!(table.selects(&labels));
+    assert!(!table.selects(&BTreeMap::new()));
+}
+
+#[test]
+fn every_example_file_is_checked_by_a_test_here() {
+    let checked: BTreeSet<String> = [
+        "examples/README.md",
+        "examples/plexus/00-plexus.conf",
+        "examples/net.d/05-cilium.conflist",
+        "examples/net.d/storage.conflist",
+        "examples/sriov-device-plugin/config.json",
+        "examples/flows/vf-switch.flows",
+        "examples/flows/flowtable.yaml",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(files_under(&repo().join("examples/nads")))
+    .chain(files_under(&repo().join("examples/pods")))
+    .collect();
+    let all = files_under(&repo().join("examples"));
+    let unchecked: Vec<_> = all.difference(&checked).collect();
+    assert!(
+        unchecked.is_empty(),
+        "examples without a test: {unchecked:?}"
+    );
+}
