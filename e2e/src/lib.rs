@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod meta;
+pub mod rbac;
 pub mod sriov;
 
 use std::path::{Path, PathBuf};

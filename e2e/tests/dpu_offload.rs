@@ -732,4 +732,15 @@ fn agent_reconciles_flowtable_resources_and_reports_per_node_status() {
         serde_json::json!({}),
         "status left behind"
     );
+
+    // Everything it asked of the API server, the ClusterRole deploy/ gives
+    // the agent allows.
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dpu-offload.yaml");
+    let rules = plexus_e2e::rbac::cluster_role(&manifest, "dpu-offload");
+    let denied = plexus_e2e::rbac::denied(&rules, &api.requests());
+    assert!(
+        denied.is_empty(),
+        "deploy/dpu-offload.yaml's ClusterRole refuses {denied:?}"
+    );
 }

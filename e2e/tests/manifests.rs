@@ -29,7 +29,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn read(path: &Path) -> String {
@@ -143,21 +146,25 @@ fn try_plan(pod: &Pod) -> Result<Vec<Attachment>, plexus_cni::CniError> {
         conf: &conf,
         cluster: Some(&cluster),
     };
-    let (planned, skipped) = resolver
-        .plan(
-            Some(PodContext {
-                pod: &pod_ref,
-                info: &info,
-            }),
-            "eth0",
-            &Map::new(),
-            true,
-        )?;
+    let (planned, skipped) = resolver.plan(
+        Some(PodContext {
+            pod: &pod_ref,
+            info: &info,
+        }),
+        "eth0",
+        &Map::new(),
+        true,
+    )?;
     assert!(skipped.is_empty());
     Ok(planned
         .into_iter()
         .map(|p| {
-            let types = p.list.plugins.iter().map(|d| d.plugin_type().to_owned()).collect();
+            let types = p
+                .list
+                .plugins
+                .iter()
+                .map(|d| d.plugin_type().to_owned())
+                .collect();
             (p.network, p.ifname, types, p.resource)
         })
         .collect())
@@ -172,7 +179,11 @@ fn example_nads_resolve_to_the_delegates_they_name() {
         let list = nad
             .network(&conf_dir)
             .unwrap_or_else(|e| panic!("NAD {}: {e:?}", nad.display()));
-        let types: Vec<String> = list.plugins.iter().map(|p| p.plugin_type().to_owned()).collect();
+        let types: Vec<String> = list
+            .plugins
+            .iter()
+            .map(|p| p.plugin_type().to_owned())
+            .collect();
         seen.insert(nad.display(), (types, nad.resource_name.clone()));
     }
     let want = |t: &[&str]| t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
@@ -278,13 +289,20 @@ fn example_pods_plan_against_the_example_nads() {
 
     // The SR-IOV pod requests exactly the resource its NAD names.
     let (sriov_plan, sriov_pod) = &plans["sriov-pod"];
-    let resource = sriov_plan[1].3.clone().expect("sriov-net has a resourceName");
+    let resource = sriov_plan[1]
+        .3
+        .clone()
+        .expect("sriov-net has a resourceName");
     let container = &sriov_pod.spec.as_ref().unwrap().containers[0];
     let res = container.resources.as_ref().unwrap();
     for list in [&res.requests, &res.limits] {
         assert_eq!(list.as_ref().unwrap()[&resource].0, "1");
     }
-    assert_eq!(plans.len(), 5, "a new example pod needs its expected plan here");
+    assert_eq!(
+        plans.len(),
+        5,
+        "a new example pod needs its expected plan here"
+    );
 }
 
 #[test]
@@ -336,13 +354,22 @@ fn example_device_plugin_config_parses_and_pools_the_x710_vfs() {
         .arg(fake.root())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut pooled: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for d in v["devices"].as_array().unwrap() {
         if d["verdict"]["state"] == "pooled" {
             pooled
-                .entry(d["verdict"]["resource"].as_str().unwrap_or_default().to_owned())
+                .entry(
+                    d["verdict"]["resource"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
                 .or_default()
                 .push(d["address"].as_str().unwrap().to_owned());
         }
@@ -400,4 +427,294 @@ fn every_example_file_is_checked_by_a_test_here() {
         unchecked.is_empty(),
         "examples without a test: {unchecked:?}"
     );
+}
+
+// ------------------------------------------------------------------ deploy
+
+/// The files a kustomization directory applies, following directory
+/// resources into their own kustomizations; with the images it overrides.
+fn kustomize(dir: &Path, files: &mut Vec<PathBuf>, images: &mut BTreeSet<String>) {
+    let k = yaml_docs(&dir.join("kustomization.yaml")).remove(0);
+    assert_eq!(k["kind"], "Kustomization", "{}", dir.display());
+    for r in k["resources"].as_array().into_iter().flatten() {
+        let path = dir.join(r.as_str().unwrap());
+        if path.is_dir() {
+            kustomize(&path, files, images);
+        } else {
+            assert!(
+                path.is_file(),
+                "{}: {} does not exist",
+                dir.display(),
+                path.display()
+            );
+            files.push(path);
+        }
+    }
+    for i in k["images"].as_array().into_iter().flatten() {
+        images.insert(i["name"].as_str().unwrap().to_owned());
+    }
+}
+
+/// Validates one object by kind against its k8s-openapi (or our own)
+/// type.
+fn validate(doc: &Value, what: &str) {
+    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, rbac::v1 as rbac};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
+    let api = doc["apiVersion"].as_str().unwrap_or_default();
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    match (api, kind) {
+        ("v1", "ServiceAccount") => drop(strict::<core::ServiceAccount>(doc, what)),
+        ("v1", "ConfigMap") => drop(strict::<core::ConfigMap>(doc, what)),
+        ("v1", "Namespace") => drop(strict::<core::Namespace>(doc, what)),
+        ("v1", "Pod") => drop(strict::<Pod>(doc, what)),
+        ("apps/v1", "DaemonSet") => drop(strict::<apps::DaemonSet>(doc, what)),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+            drop(strict::<rbac::ClusterRole>(doc, what));
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            drop(strict::<rbac::ClusterRoleBinding>(doc, what));
+        }
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            drop(strict::<ext::CustomResourceDefinition>(doc, what));
+        }
+        ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition") => {
+            drop(strict::<crds::NetworkAttachmentDefinition>(doc, what));
+        }
+        ("plexus.dev/v1alpha1", "FlowTable") => {
+            drop(strict::<plexus_dpu_offload::flowtable::FlowTable>(
+                doc, what,
+            ));
+        }
+        _ => panic!("{what}: no type for {api} {kind}"),
+    }
+}
+
+/// `/usr/bin/<binary>` as the image of `image` installs it, from its
+/// Dockerfile (`deploy/images/<name>.Dockerfile`).
+fn image_binary(image: &str) -> String {
+    let name = image
+        .strip_prefix("ghcr.io/plexus-net/")
+        .and_then(|i| i.split(':').next())
+        .unwrap_or_else(|| panic!("image {image} is not one of ours"));
+    let path = repo().join(format!("deploy/images/{name}.Dockerfile"));
+    let text = read(&path);
+    let bin = text
+        .split_whitespace()
+        .skip_while(|w| *w != "--bin")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{}: no cargo build --bin", rel(&path)));
+    assert!(
+        text.contains(&format!("COPY --from=build /out/{bin} /usr/bin/{bin}")),
+        "{}: {bin} is not installed as /usr/bin/{bin}",
+        rel(&path)
+    );
+    bin.to_owned()
+}
+
+/// `$(VAR)` references in a container's args, resolved from its env the
+/// way the kubelet does (ConfigMap keys looked up in `config_maps`).
+fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = arg.to_owned();
+    for (k, v) in env {
+        out = out.replace(&format!("$({k})"), v);
+    }
+    assert!(!out.contains("$("), "unresolved variable in {arg:?}");
+    out
+}
+
+#[test]
+fn deploy_manifests_are_valid_kubernetes_and_agree_with_each_other() {
+    let mut files = Vec::new();
+    let mut images = BTreeSet::new();
+    kustomize(&repo().join("deploy"), &mut files, &mut images);
+    let mut objects: Vec<(String, Value)> = Vec::new();
+    for f in &files {
+        for doc in yaml_docs(f) {
+            validate(&doc, &rel(f));
+            objects.push((rel(f), doc));
+        }
+    }
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|(_, d)| d["kind"] == kind && d["metadata"]["name"] == name)
+            .map(|(_, d)| d.clone())
+    };
+    // The CRDs deploy/ applies are the generated ones.
+    for (_, crd) in crds::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        assert!(
+            find("CustomResourceDefinition", &name).is_some(),
+            "{name} not deployed"
+        );
+    }
+    // The device plugin's ConfigMap holds the example config.
+    let cm = find("ConfigMap", "sriovdp-config").unwrap();
+    let deployed: Value =
+        serde_json::from_str(cm["data"]["config.json"].as_str().unwrap()).unwrap();
+    let example: Value = serde_json::from_str(&read(
+        &repo().join("examples/sriov-device-plugin/config.json"),
+    ))
+    .unwrap();
+    assert_eq!(deployed, example);
+
+    let mut used_images = BTreeSet::new();
+    let mut daemonsets = Vec::new();
+    for (file, ds) in objects.iter().filter(|(_, d)| d["kind"] == "DaemonSet") {
+        let name = ds["metadata"]["name"].as_str().unwrap();
+        daemonsets.push(name.to_owned());
+        let what = format!("{file}: DaemonSet {name}");
+        let spec = &ds["spec"]["template"]["spec"];
+        for (k, v) in ds["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(
+                &ds["spec"]["template"]["metadata"]["labels"][k], v,
+                "{what}: selector"
+            );
+        }
+        // Its service account exists and is bound to a role that exists.
+        if spec["automountServiceAccountToken"] != false {
+            let sa = spec["serviceAccountName"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: no service account"));
+            assert!(
+                find("ServiceAccount", sa).is_some(),
+                "{what}: no ServiceAccount {sa}"
+            );
+            let binding = objects
+                .iter()
+                .map(|(_, d)| d)
+                .find(|d| {
+                    d["kind"] == "ClusterRoleBinding"
+                        && d["subjects"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|s| s["name"] == sa)
+                })
+                .unwrap_or_else(|| panic!("{what}: {sa} is bound to nothing"));
+            let role = binding["roleRef"]["name"].as_str().unwrap();
+            assert!(
+                find("ClusterRole", role).is_some(),
+                "{what}: no ClusterRole {role}"
+            );
+        }
+        let volumes: BTreeSet<&str> = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        let containers = spec["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(spec["containers"].as_array().unwrap());
+        for c in containers {
+            let cname = c["name"].as_str().unwrap();
+            let what = format!("{what} container {cname}");
+            for m in c["volumeMounts"].as_array().into_iter().flatten() {
+                let v = m["name"].as_str().unwrap();
+                assert!(volumes.contains(v), "{what}: no volume {v}");
+            }
+            let image = c["image"].as_str().unwrap();
+            used_images.insert(image.split(':').next().unwrap().to_owned());
+            let bin = image_binary(image);
+            let command: Vec<&str> = c["command"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap())
+                .collect();
+            let mut env = BTreeMap::new();
+            for e in c["env"].as_array().into_iter().flatten() {
+                let value = if let Some(r) = e["valueFrom"]["configMapKeyRef"].as_object() {
+                    let cm = find("ConfigMap", r["name"].as_str().unwrap())
+                        .unwrap_or_else(|| panic!("{what}: no ConfigMap {}", r["name"]));
+                    cm["data"][r["key"].as_str().unwrap()]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{what}: no key {} in {}", r["key"], r["name"]))
+                        .to_owned()
+                } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName" {
+                    "node-1".to_owned()
+                } else {
+                    e["value"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{what}: env {e}"))
+                        .to_owned()
+                };
+                env.insert(e["name"].as_str().unwrap().to_owned(), value);
+            }
+            let args: Vec<String> = c["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| expand(a.as_str().unwrap(), &env))
+                .collect();
+            if command == [format!("/usr/bin/{bin}").as_str()] {
+                // Our own binary: the built one accepts these arguments
+                // (clap rejects an unknown flag or a bad value before it
+                // gets to --help).
+                let out = std::process::Command::new(plexus_e2e::bin(&bin))
+                    .args(&args)
+                    .arg("--help")
+                    .envs(&env)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{what}: {bin} {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            } else {
+                // A copy step: it copies the binary the image installs.
+                assert_eq!(command[0], "/bin/sh", "{what}");
+                assert!(
+                    args.concat().contains(&format!("/usr/bin/{bin} ")),
+                    "{what}: {args:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(daemonsets, ["plexus", "sriov-device-plugin", "dpu-offload"]);
+    assert_eq!(
+        used_images, images,
+        "kustomization images vs. the images the DaemonSets use"
+    );
+}
+
+#[test]
+fn plexus_makes_only_the_requests_its_cluster_role_allows() {
+    use plexus_e2e::meta::{Source, World};
+    let w = World::new(Source::Api);
+    let pod = w.pod("rbac", Some("macvlan-dyn"));
+    w.add(&pod);
+    assert!(w.cni("CHECK", &pod).status.success());
+    w.del(&pod);
+    let requests = w.api().requests();
+    assert!(
+        requests.iter().any(|r| r.method == "PATCH") && requests.iter().any(|r| r.method == "GET"),
+        "{requests:?}"
+    );
+    let rules = plexus_e2e::rbac::cluster_role(&repo().join("deploy/plexus.yaml"), "plexus");
+    let denied = plexus_e2e::rbac::denied(&rules, &requests);
+    assert!(
+        denied.is_empty(),
+        "deploy/plexus.yaml's ClusterRole refuses {denied:?}"
+    );
+    // And it grants nothing plexus does not use.
+    let used: BTreeSet<_> = requests
+        .iter()
+        .filter_map(|r| plexus_e2e::rbac::attributes(&r.method, &r.path))
+        .collect();
+    for rule in &rules {
+        for verb in &rule.verbs {
+            for res in &rule.resources {
+                assert!(
+                    used.iter()
+                        .any(|(v, g, r)| v == verb && r == res && rule.groups.contains(g)),
+                    "deploy/plexus.yaml grants {verb} {res}, which plexus never uses"
+                );
+            }
+        }
+    }
 }
