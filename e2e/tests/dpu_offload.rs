@@ -8,7 +8,7 @@
 //! `dump-flows` reports (veth has no hardware, so every flow must say
 //! `tc-sw`, never `hw`).
 
-use std::{path::Path, process::Output, sync::OnceLock};
+use std::{path::Path, process::Output};
 
 use plexus_e2e::bin;
 use plexus_testkit::{
@@ -16,22 +16,35 @@ use plexus_testkit::{
 };
 use serde_json::Value;
 
-/// One private bpffs for this test process: each test's netns gets its own
-/// pin directory under it.
-fn bpffs() -> &'static BpfFs {
-    static FS: OnceLock<BpfFs> = OnceLock::new();
-    FS.get_or_init(|| BpfFs::new().unwrap())
+/// A test's ports: a throwaway namespace and a private bpffs for the
+/// datapath's pins, both gone when it drops.
+struct Ports {
+    ns: NetNs,
+    fs: BpfFs,
 }
 
-fn bpf_dir(ns: &NetNs) -> String {
-    bpffs()
-        .root()
-        .join(ns.name())
-        .to_string_lossy()
-        .into_owned()
+impl std::ops::Deref for Ports {
+    type Target = NetNs;
+    fn deref(&self) -> &NetNs {
+        &self.ns
+    }
 }
 
-fn run(ns: &NetNs, args: &[&str]) -> Output {
+impl Ports {
+    /// A namespace with nothing in it but `lo`.
+    fn bare() -> Self {
+        Self {
+            ns: NetNs::new().unwrap(),
+            fs: BpfFs::new().unwrap(),
+        }
+    }
+}
+
+fn bpf_dir(ports: &Ports) -> String {
+    ports.fs.pin_dir().to_string_lossy().into_owned()
+}
+
+fn run(ns: &Ports, args: &[&str]) -> Output {
     ns.command(bin("dpu-offload"))
         .unwrap()
         .args(["--bpf-dir", &bpf_dir(ns)])
@@ -41,7 +54,7 @@ fn run(ns: &NetNs, args: &[&str]) -> Output {
 }
 
 /// Runs a command that prints JSON; it must succeed.
-fn json(ns: &NetNs, args: &[&str]) -> Value {
+fn json(ns: &Ports, args: &[&str]) -> Value {
     let out = run(ns, args);
     assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
@@ -62,8 +75,8 @@ fn text(b: &[u8]) -> String {
 }
 
 /// Two "representors" (a veth pair) and a third port.
-fn ports() -> NetNs {
-    let ns = NetNs::new().unwrap();
+fn ports() -> Ports {
+    let ns = Ports::bare();
     ns.sh(
         "ip",
         &[
@@ -282,7 +295,7 @@ fn ebpf_backend_applies_keeps_deletes_and_flushes_to_nothing() {
     assert!(
         !Path::new(&bpf_dir(&ns)).exists(),
         "flush left pins: {:?}",
-        bpffs().entries()
+        ns.fs.entries()
     );
     // The program goes with its last filter (after an RCU grace period).
     let gone = (0..100).any(|_| {
@@ -382,7 +395,7 @@ fn check_dump_flush_on_an_empty_host() {
 
 #[test]
 fn representors_from_a_fake_sysfs() {
-    let ns = NetNs::new().unwrap();
+    let ns = Ports::bare();
     let fake = FakeSysfs::new();
     fake.pf(PfSpec::connectx5());
     fake.switchdev_representor(
@@ -429,14 +442,14 @@ fn wait_status(status: &Path, file: &str, what: &str, cond: impl Fn(&Value) -> b
     }
 }
 
-fn dumped(ns: &NetNs) -> Vec<Value> {
+fn dumped(ns: &Ports) -> Vec<Value> {
     json(ns, &["dump-flows", "--json"])["flows"]
         .as_array()
         .unwrap()
         .clone()
 }
 
-fn start_agent(ns: &NetNs, dir: &Path) -> std::process::Child {
+fn start_agent(ns: &Ports, dir: &Path) -> std::process::Child {
     ns.command(bin("dpu-offload"))
         .unwrap()
         .args([
@@ -592,7 +605,7 @@ fn wait_entry(
     }
 }
 
-fn wait_flows(ns: &NetNs, n: usize) {
+fn wait_flows(ns: &Ports, n: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while dumped(ns).len() != n {
         assert!(
