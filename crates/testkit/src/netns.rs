@@ -48,12 +48,14 @@ const MAX_PREFIX_LEN: usize = 16;
 /// Per-process counter that, with the pid and random bits, makes names unique.
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A named network namespace at `/run/netns/<name>`, removed on drop.
+/// A named network namespace at `/run/netns/<name>`, removed on drop
+/// (unless it was only [attached](NetNs::attach) to).
 ///
 /// Creation and removal are safe from many threads and processes at once.
 pub struct NetNs {
     name: String,
     path: PathBuf,
+    owned: bool,
 }
 
 impl fmt::Debug for NetNs {
@@ -97,6 +99,28 @@ impl NetNs {
             ));
         }
         Self::create(prefix)
+    }
+
+    /// An existing named namespace someone else made (`ip netns add`),
+    /// for the helpers that take a `NetNs`; dropping it leaves the
+    /// namespace alone.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when `/run/netns/<name>` is not a live namespace.
+    pub fn attach(name: &str) -> io::Result<NetNs> {
+        let path = Path::new(NETNS_RUN_DIR).join(name);
+        if !netns_exists(&path) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a network namespace", path.display()),
+            ));
+        }
+        Ok(NetNs {
+            name: name.to_owned(),
+            path,
+            owned: false,
+        })
     }
 
     /// The namespace's name, as `ip netns list` shows it.
@@ -357,7 +381,11 @@ impl NetNs {
                 Err(e) => return Err(ctx(e, &format!("create {}", path.display()))),
             }
             // From here on, dropping `ns` unmounts and unlinks whatever exists.
-            let ns = NetNs { name, path };
+            let ns = NetNs {
+                name,
+                path,
+                owned: true,
+            };
             ns.populate()?;
             return Ok(ns);
         }
@@ -393,6 +421,9 @@ impl Drop for NetNs {
     /// `umount2(MNT_DETACH)` and unlink, like `ip netns del`. Never panics;
     /// "already gone" is fine, anything else is reported on stderr.
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         match umount2(&self.path, MntFlags::MNT_DETACH) {
             // EINVAL: not a mount point (creation failed half way).
             Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
@@ -638,6 +669,22 @@ mod tests {
         assert!(!netns_exists(&path));
         let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(path.to_str().unwrap()), "{mounts}");
+    }
+
+    #[test]
+    fn attached_namespaces_are_left_alone_on_drop() {
+        let owner = NetNs::with_prefix("attach").unwrap();
+        let attached = NetNs::attach(owner.name()).unwrap();
+        assert_eq!(attached.inode().unwrap(), owner.inode().unwrap());
+        attached.sh("ip", &["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+        drop(attached);
+        assert!(netns_exists(owner.path()));
+        assert!(owner.link("d0").is_some());
+        let path = owner.path().to_owned();
+        drop(owner);
+        assert!(!netns_exists(&path));
+        let err = NetNs::attach(path.file_name().unwrap().to_str().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
