@@ -3,7 +3,11 @@
 #   make setup   install the Debian packages the tests and the demo need (idempotent)
 #   make demo    build, then run the demo in throwaway network namespaces
 #   make lint    rustfmt check and clippy -D warnings
-#   make test    setup + lint + the whole test suite (run as root)
+#   make test    setup + lint + the whole test suite (run as root): unit and
+#                per-crate tests, then `make e2e`, then doctests
+#   make e2e     the black-box suite (e2e/): the built binaries on veth-emulated
+#                hardware, the examples and manifests; bash -n on the kind suite
+#   make kind-e2e  the kind suite (needs Docker, kind, kubectl): e2e/kind/run.sh
 #   make bench   benchmarks: medians and ratios against a baseline in the same run
 #   make crds    write crds/*.yaml from the Rust types
 
@@ -16,7 +20,7 @@ CARGO ?= cargo
 DEB_PACKAGES := containernetworking-plugins iproute2 iputils-ping iptables strace \
 	clang llvm libbpf-dev jq golang-go golang-github-appc-cni-dev shellcheck
 
-.PHONY: setup demo lint test bench build crds
+.PHONY: setup demo lint test e2e kind-e2e bench build crds
 
 setup:
 	@scripts/setup.sh $(DEB_PACKAGES)
@@ -33,14 +37,22 @@ demo: setup build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	shellcheck scripts/*.sh e2e/conformance/*.sh crates/netlink/tests/fixtures/*.sh \
+	shellcheck scripts/*.sh e2e/conformance/*.sh e2e/kind/*.sh crates/netlink/tests/fixtures/*.sh \
 		dpu-offload/tests/fixtures/flower/*.sh
 
 # The black-box tests run the built binaries, so build them first. nextest
 # gives every test its own process, which suits namespace tests.
 test: setup lint build
-	$(CARGO) nextest run --workspace
+	$(CARGO) nextest run --workspace --exclude plexus-e2e
+	$(MAKE) --no-print-directory e2e
 	$(CARGO) test --workspace --doc
+
+e2e: setup build
+	$(CARGO) nextest run -p plexus-e2e
+	for s in e2e/kind/*.sh; do bash -n "$$s"; done
+
+kind-e2e:
+	e2e/kind/run.sh
 
 # The benchmarks run the release binaries, so build those first.
 bench: setup

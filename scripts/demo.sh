@@ -24,7 +24,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="$root/target/debug"
+bin="${PLEXUS_BIN_DIR:-$root/target/debug}"
 for b in plexus sriov sriov-device-plugin dpu-offload demo-rig; do
     [[ -x $bin/$b ]] || { echo "demo: $bin/$b not built (make demo builds it)" >&2; exit 1; }
 done

@@ -125,15 +125,24 @@ type Attachment = (String, String, Vec<String>, Option<String>);
 
 /// What `plexus` would run for an example pod.
 fn plan(pod: &Pod) -> Vec<Attachment> {
-    try_plan(pod).unwrap_or_else(|e| panic!("pod {:?}: {e:?}", pod.metadata.name))
+    try_plan(pod, &repo().join("examples/nads"))
+        .unwrap_or_else(|e| panic!("pod {:?}: {e:?}", pod.metadata.name))
 }
 
-fn try_plan(pod: &Pod) -> Result<Vec<Attachment>, plexus_cni::CniError> {
+/// What `plexus` would run for `pod` with the NADs of `nads` (a directory,
+/// or one file).
+fn try_plan(pod: &Pod, nads: &Path) -> Result<Vec<Attachment>, plexus_cni::CniError> {
     let conf = example_conf();
     let annotations: BTreeMap<String, String> =
         pod.metadata.annotations.clone().unwrap_or_default();
-    let cluster = Standalone::new(Some(&repo().join("examples/nads")), annotations, None)
-        .expect("examples/nads loads");
+    let nad_dir = tempfile::tempdir().unwrap();
+    let dir = if nads.is_dir() {
+        nads.to_owned()
+    } else {
+        fs::copy(nads, nad_dir.path().join(nads.file_name().unwrap())).unwrap();
+        nad_dir.path().to_owned()
+    };
+    let cluster = Standalone::new(Some(&dir), annotations, None).expect("NADs load");
     let pod_ref = PodRef {
         namespace: pod.metadata.namespace.clone().unwrap(),
         name: pod.metadata.name.clone().unwrap(),
@@ -315,7 +324,7 @@ fn example_static_ip_and_mac_reach_only_capable_delegates() {
     doc["metadata"]["annotations"][ann] =
         json!(r#"[{"name": "macvlan-conf", "mac": "02:42:c0:a8:14:05"}]"#);
     let pod: Pod = strict(&doc, "static-ip-mac, edited");
-    let err = try_plan(&pod).unwrap_err();
+    let err = try_plan(&pod, &repo().join("examples/nads")).unwrap_err();
     assert_eq!(err.code, 7);
     assert!(err.msg.contains("mac"), "{err:?}");
 }
@@ -438,6 +447,7 @@ fn kustomize(dir: &Path, files: &mut Vec<PathBuf>, images: &mut BTreeSet<String>
     assert_eq!(k["kind"], "Kustomization", "{}", dir.display());
     for r in k["resources"].as_array().into_iter().flatten() {
         let path = dir.join(r.as_str().unwrap());
+        let path = path.canonicalize().unwrap_or(path);
         if path.is_dir() {
             kustomize(&path, files, images);
         } else {
@@ -717,4 +727,93 @@ fn plexus_makes_only_the_requests_its_cluster_role_allows() {
             }
         }
     }
+}
+
+// -------------------------------------------------------------------- kind
+
+#[test]
+fn kind_suite_manifests_are_valid_and_match_its_script() {
+    let kind = repo().join("e2e/kind");
+    let script = read(&kind.join("run.sh"));
+
+    let config = yaml_docs(&kind.join("kind-config.yaml")).remove(0);
+    assert_eq!(config["apiVersion"], "kind.x-k8s.io/v1alpha4");
+    assert_eq!(config["kind"], "Cluster");
+    let cluster = config["name"].as_str().unwrap();
+    assert!(
+        script.contains(&format!("cluster={cluster}\n")),
+        "run.sh names another cluster"
+    );
+    let roles: Vec<&str> = config["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["control-plane", "worker", "worker"]);
+    // kind names the workers <cluster>-worker, <cluster>-worker2.
+    let workers = [format!("{cluster}-worker"), format!("{cluster}-worker2")];
+
+    // The overlay applies deploy/ with the same images, retagged, and its
+    // patch hits a key that exists.
+    let (mut files, mut images) = (Vec::new(), BTreeSet::new());
+    kustomize(&kind, &mut files, &mut images);
+    let (mut deploy_files, mut deploy_images) = (Vec::new(), BTreeSet::new());
+    kustomize(
+        &repo().join("deploy"),
+        &mut deploy_files,
+        &mut deploy_images,
+    );
+    assert_eq!(files, deploy_files);
+    assert_eq!(images, deploy_images);
+    for image in &images {
+        let name = image.rsplit('/').next().unwrap();
+        assert!(
+            script.contains(&format!("{name} ")) || script.contains(&format!(" {name})")),
+            "run.sh does not build {name}"
+        );
+    }
+    let overlay = yaml_docs(&kind.join("kustomization.yaml")).remove(0);
+    for p in overlay["patches"].as_array().unwrap() {
+        let target = &p["target"];
+        let obj = files
+            .iter()
+            .flat_map(|f| yaml_docs(f))
+            .find(|d| d["kind"] == target["kind"] && d["metadata"]["name"] == target["name"])
+            .unwrap_or_else(|| panic!("patch target {target} is not in deploy/"));
+        let ops: Vec<Value> = serde_yaml::from_str(p["patch"].as_str().unwrap()).unwrap();
+        for op in ops {
+            let pointer = op["path"].as_str().unwrap();
+            assert!(
+                obj.pointer(pointer).is_some(),
+                "patch path {pointer} not in {target}"
+            );
+        }
+    }
+
+    // The scenario NADs and pods: valid objects, each pod planned against
+    // the NADs, on the workers the cluster has.
+    let nads = kind.join("nads.yaml");
+    for mut doc in yaml_docs(&nads) {
+        if doc.get("spec").is_none() {
+            doc["spec"] = json!({});
+        }
+        strict::<crds::NetworkAttachmentDefinition>(&doc, "e2e/kind/nads.yaml");
+    }
+    let mut planned = BTreeMap::new();
+    for doc in yaml_docs(&kind.join("pods.yaml")) {
+        let pod: Pod = strict(&doc, "e2e/kind/pods.yaml");
+        let node =
+            &pod.spec.as_ref().unwrap().node_selector.as_ref().unwrap()["kubernetes.io/hostname"];
+        assert!(
+            workers.contains(node),
+            "{node} is not a worker of {cluster}"
+        );
+        let plan =
+            try_plan(&pod, &nads).unwrap_or_else(|e| panic!("{:?}: {e:?}", pod.metadata.name));
+        assert_eq!(plan[1].1, "net1");
+        planned.insert(pod.metadata.name.clone().unwrap(), plan[1].0.clone());
+        assert!(script.contains(pod.metadata.name.as_deref().unwrap()));
+    }
+    assert_eq!(planned.len(), 4);
 }
