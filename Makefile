@@ -54,12 +54,18 @@ e2e: setup build
 kind-e2e:
 	e2e/kind/run.sh
 
-# The benchmarks run the release binaries, so build those first.
+# The benchmarks run the release binaries, so build those first. Each
+# bench's output is also kept in target/bench/, and docs/benchmarks.md and
+# its plot are written from it.
+BENCHES := invoker meta_cni sriov_device_plugin dpu_offload ebpf_datapath sriov_cni
+BENCH_OUT := target/bench
+
 bench: setup
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) bench -p plexus-e2e --bench invoker
-	$(CARGO) bench -p plexus-e2e --bench meta_cni
-	$(CARGO) bench -p plexus-e2e --bench sriov_device_plugin
-	$(CARGO) bench -p plexus-e2e --bench dpu_offload
-	$(CARGO) bench -p plexus-e2e --bench ebpf_datapath
-	$(CARGO) bench -p plexus-e2e --bench sriov_cni
+	mkdir -p $(BENCH_OUT)
+	echo "$(BENCHES)" > $(BENCH_OUT)/order
+	echo "$$(nproc) cores, $$(awk '/MemTotal/ {printf "%.0f GiB", $$2/1048576}' /proc/meminfo), Linux $$(uname -r), $$(date -u +%Y-%m-%d)" > $(BENCH_OUT)/machine
+	set -o pipefail; for b in $(BENCHES); do \
+		$(CARGO) bench -q -p plexus-e2e --bench $$b | tee $(BENCH_OUT)/$$b.md || exit 1; \
+	done
+	$(CARGO) run -q --release -p plexus-e2e --bin bench-report -- $(BENCH_OUT) docs/benchmarks.md docs/benchmarks.svg
