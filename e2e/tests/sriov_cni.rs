@@ -395,6 +395,9 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     let owner = NetNs::with_prefix("sr-owner").unwrap();
     let conf = r.conf(&vf, &json!({"vlan": 12}));
     r.ok("ADD", Some(&owner), "owner", &conf);
+    // As the kernel's sysfs shows it from the host: a netdev in another
+    // namespace is not listed under the VF.
+    r.sysfs.remove_netdev(&vf, "ensvf0");
     let pf_then = r.vf_state(0);
     let out = r.run(
         "ADD",
@@ -455,6 +458,8 @@ fn check_status_and_gc() {
     let pod = NetNs::with_prefix("sr-chk").unwrap();
     let conf = r.conf(&r.vfs[0].vf_bdf, &json!({"mac": "02:56:00:00:00:07"}));
     let res = r.ok("ADD", Some(&pod), "c1", &conf);
+    // The host's sysfs no longer lists the netdev: it is in the pod.
+    r.sysfs.remove_netdev(&r.vfs[0].vf_bdf, "ensvf0");
     let mut with_prev = conf.clone();
     with_prev["prevResult"] = res.clone();
     r.ok("CHECK", Some(&pod), "c1", &with_prev);
@@ -492,4 +497,23 @@ fn check_status_and_gc() {
     assert!(r.leases().is_empty());
     // Which the wire namespace still bridges.
     assert!(r.wire.link("rep0").is_some());
+}
+
+#[test]
+fn del_of_an_attachment_upstream_sriov_cni_cached_does_not_get_stuck() {
+    // Upstream keeps its cache (its NetConf with OrigVfState) at the same
+    // path; after a binary swap the pod's DEL must still succeed.
+    let r = rig(1);
+    let conf = r.conf(&r.vfs[0].vf_bdf, &json!({}));
+    let pod = NetNs::with_prefix("sr-upstr").unwrap();
+    std::fs::create_dir_all(r.data()).unwrap();
+    let upstream = json!({"cniVersion": "0.3.1", "name": "sriov-net", "type": "sriov",
+        "deviceID": r.vfs[0].vf_bdf, "ContIFNames": "net1",
+        "OrigVfState": {"HostIFName": "ensvf0", "SpoofChk": true, "Trust": false,
+                        "AdminMAC": "", "EffectiveMAC": r.vfs[0].vf_mac, "Vlan": 0}});
+    std::fs::write(r.data().join("up1-net1"), upstream.to_string()).unwrap();
+    for _ in 0..2 {
+        let out = r.run("DEL", Some(&pod), "up1", &conf);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
 }

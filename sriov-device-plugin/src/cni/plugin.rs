@@ -64,6 +64,30 @@ struct Vf {
     pf_netdev: Option<String>,
     index: u32,
     netdev: Option<String>,
+    driver: Option<String>,
+}
+
+impl Vf {
+    /// ADD needs the VF in kernel mode (a netdev, in this namespace) or
+    /// bound to a userspace driver. Only ADD asks, and only after the
+    /// allocation check: a VF attached to a pod has its netdev in the
+    /// pod's namespace, which the host's sysfs does not list.
+    fn usable(&self) -> Result<(), CniError> {
+        let userspace = self
+            .driver
+            .as_deref()
+            .is_some_and(|d| DPDK_DRIVERS.contains(&d));
+        if self.netdev.is_none() && !userspace {
+            return Err(invalid(format!(
+                "VF {} has no netdev and its driver ({}) is not a userspace driver ({}): \
+                 bind it to its VF driver (kernel mode) or to vfio-pci (DPDK mode)",
+                self.address,
+                self.driver.as_deref().unwrap_or("none"),
+                DPDK_DRIVERS.join(", ")
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> CniError {
@@ -94,26 +118,13 @@ fn resolve(sysfs: &Sysfs, pci: &str) -> Result<Vf, CniError> {
             pf.address
         ))
     })?;
-    let netdev = dev.netdevs.first().cloned();
-    if netdev.is_none()
-        && !dev
-            .driver
-            .as_deref()
-            .is_some_and(|d| DPDK_DRIVERS.contains(&d))
-    {
-        return Err(invalid(format!(
-            "VF {pci} has no netdev and its driver ({}) is not a userspace driver ({}): \
-             bind it to its VF driver (kernel mode) or to vfio-pci (DPDK mode)",
-            dev.driver.as_deref().unwrap_or("none"),
-            DPDK_DRIVERS.join(", ")
-        )));
-    }
     Ok(Vf {
         address: dev.address,
         pf_address: pf.address,
         pf_netdev: pf.netdev,
         index,
-        netdev,
+        netdev: dev.netdevs.first().cloned(),
+        driver: dev.driver,
     })
 }
 
@@ -548,6 +559,7 @@ impl Plugin for Sriov {
             tracing::info!(vf = %vf.address, netns = %owner.netns, "stale allocation released");
             store.release(&vf.address).map_err(io)?;
         }
+        vf.usable()?;
         let mut pf = pf::open(&sysfs, &vf.pf_address, vf.pf_netdev.as_deref()).map_err(io)?;
         let before = pf.get(vf.index).map_err(io)?;
         // Kernel mode: the VF netdev, looked up once for its state and the
@@ -621,7 +633,22 @@ impl Plugin for Sriov {
         let (data_dir, sysfs_root) = conf::paths(&req.config);
         let store = Store::new(&data_dir);
         let sysfs = Sysfs::new(&sysfs_root);
-        let Some(a) = store.load(&req.container_id, &req.ifname).map_err(io)? else {
+        let cached = store
+            .load(&req.container_id, &req.ifname)
+            .unwrap_or_else(|e| {
+                // Not ours (upstream sriov-cni keeps its cache at the same
+                // path, in its own format) or damaged: what ADD changed
+                // cannot be known, so do what DEL without a cache does,
+                // rather than fail every retry and leave the pod stuck.
+                // The file stays for an operator to look at.
+                tracing::warn!(
+                    error = %e,
+                    "attachment cache unreadable: releasing the IP only; the VF returns to \
+                     the host when the pod's namespace goes"
+                );
+                None
+            });
+        let Some(a) = cached else {
             // Nothing recorded: ADD never got to change anything (the
             // cache is written first). IPAM may still hold an address
             // for it; its DEL is idempotent.
