@@ -113,3 +113,45 @@ fn discover_explains_every_device() {
     assert_eq!(pooled, ["0000:3b:02.1", "0000:3b:02.2"]);
     assert_eq!(v["configErrors"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn upstream_daemonset_arguments_are_accepted_and_cdi_is_refused_clearly() {
+    // Upstream's DaemonSet: --log-dir=sriovdp --log-level=10.
+    let fake = FakeSysfs::new();
+    fake.x710();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    fs::write(&cfg, r#"{"resourceList": []}"#).unwrap();
+    let out = std::process::Command::new(bin("sriov-device-plugin"))
+        .args([
+            "--log-dir=sriovdp",
+            "--log-level=10",
+            "discover",
+            "--config-file",
+        ])
+        .arg(&cfg)
+        .arg("--sysfs-root")
+        .arg(fake.root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0000:3b:02.1"));
+
+    let out = std::process::Command::new(bin("sriov-device-plugin"))
+        .args(["--use-cdi", "--config-file"])
+        .arg(&cfg)
+        .arg("--device-plugin-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--use-cdi: CDI mode is not supported yet"),
+        "{err}"
+    );
+}

@@ -46,6 +46,18 @@ struct Cli {
     /// Device rescan interval, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     rescan_interval_ms: u64,
+    /// Upstream's glog verbosity (its DaemonSet passes 10): 0-3 log at
+    /// info, 4 and up at debug. `PLEXUS_LOG` or `RUST_LOG` win when set.
+    #[arg(long, value_name = "N")]
+    log_level: Option<u32>,
+    /// Upstream's glog directory, accepted so that upstream's DaemonSet
+    /// arguments work; logs go to stderr (the container's log).
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// Upstream's CDI mode. Not supported yet: refused, rather than serving
+    /// Allocate responses other than the ones the cluster was set up for.
+    #[arg(long)]
+    use_cdi: bool,
 }
 
 #[derive(Subcommand)]
@@ -91,13 +103,30 @@ fn discover(config_file: &Path, prefix: &str, sysfs_root: &Path, json: bool) -> 
 }
 
 fn serve(cli: Cli) -> anyhow::Result<()> {
+    let level = match cli.log_level {
+        Some(n) if n >= 4 => "debug",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: `kubectl logs` and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PLEXUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .init();
+    if cli.use_cdi {
+        anyhow::bail!(
+            "--use-cdi: CDI mode is not supported yet; run without it (Allocate answers with \
+             environment variables, DeviceSpecs and device-info files, as upstream does \
+             without CDI)"
+        );
+    }
+    if let Some(dir) = &cli.log_dir {
+        tracing::info!(dir = %dir.display(), "--log-dir is accepted for upstream's arguments; logs go to stderr");
+    }
     let opts = Options {
         config_file: cli.config_file,
         resource_prefix: cli.resource_prefix,
