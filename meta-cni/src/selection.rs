@@ -54,7 +54,7 @@ pub struct NetworkSelection {
     /// For delegates with the `infinibandGUID` capability.
     #[serde(default, rename = "infiniband-guid")]
     pub infiniband_guid: Option<String>,
-    /// Passed on for IPAM claim controllers (Multus drops it).
+    /// Checked (not together with `ips`) and not passed on, as in Multus.
     #[serde(default, rename = "ipam-claim-reference")]
     pub ipam_claim_reference: Option<String>,
     /// A device for delegates with the `deviceID` capability.

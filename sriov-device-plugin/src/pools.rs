@@ -74,7 +74,7 @@ pub struct Entry {
     /// Names from the PCI ID database, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `VF <i> of <pf>`, `PF (<n> VFs)`, or `PCI`.
+    /// `VF <i> of <pf>`, `PF (<n> of <total> VFs)`, or `PCI`.
     pub kind: String,
     /// Bound driver.
     #[serde(skip_serializing_if = "Option::is_none")]
