@@ -676,7 +676,10 @@ mod tests {
         let owner = NetNs::with_prefix("attach").unwrap();
         let attached = NetNs::attach(owner.name()).unwrap();
         assert_eq!(attached.inode().unwrap(), owner.inode().unwrap());
-        attached.sh("ip", &["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+        attached.sh(
+            "ip",
+            &["link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+        );
         drop(attached);
         assert!(netns_exists(owner.path()));
         assert!(owner.link("d0").is_some());
