@@ -111,3 +111,35 @@ pub fn device_plugin(ns: &plexus_testkit::NetNs, dir: &Path, sysfs: &Path) -> Co
         .arg(dir.join("devinfo/dp"));
     cmd
 }
+
+/// Runs `sriov-device-plugin [GLOBAL...] discover --config-file CONFIG
+/// --sysfs-root SYSFS [--json]` in `ns` (whose routes decide which NICs
+/// carry the default route) and returns what it printed.
+///
+/// # Panics
+/// When it cannot run or exits non-zero.
+#[must_use]
+pub fn discover(
+    ns: &plexus_testkit::NetNs,
+    global: &[&str],
+    config: &Path,
+    sysfs: &Path,
+    json: bool,
+) -> String {
+    let mut cmd = ns.command(bin("sriov-device-plugin")).expect("netns");
+    cmd.args(global)
+        .args(["discover", "--config-file"])
+        .arg(config)
+        .arg("--sysfs-root")
+        .arg(sysfs);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().expect("run sriov-device-plugin discover");
+    assert!(
+        out.status.success(),
+        "discover: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}

@@ -19,7 +19,6 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::Pod;
-use plexus_e2e::bin;
 use plexus_meta_cni::{
     cluster::{PodRef, Standalone},
     config::PlexusConf,
@@ -354,21 +353,8 @@ fn example_device_plugin_config_parses_and_pools_the_x710_vfs() {
     let host = plexus_testkit::NetNs::with_prefix("ex-dp").unwrap();
     let fake = plexus_testkit::FakeSysfs::new();
     fake.x710();
-    let out = host
-        .command(bin("sriov-device-plugin"))
-        .unwrap()
-        .args(["discover", "--json", "--config-file"])
-        .arg(&path)
-        .arg("--sysfs-root")
-        .arg(fake.root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value =
+        serde_json::from_str(&plexus_e2e::discover(&host, &[], &path, fake.root(), true)).unwrap();
     let mut pooled: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for d in v["devices"].as_array().unwrap() {
         if d["verdict"]["state"] == "pooled" {

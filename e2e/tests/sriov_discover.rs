@@ -60,23 +60,7 @@ fn discover_explains_every_device() {
         .to_string(),
     )
     .unwrap();
-    let run = |json: bool| {
-        let mut cmd = host.command(bin("sriov-device-plugin")).unwrap();
-        cmd.args(["discover", "--config-file"])
-            .arg(&cfg)
-            .arg("--sysfs-root")
-            .arg(fake.root());
-        if json {
-            cmd.arg("--json");
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |json: bool| plexus_e2e::discover(&host, &[], &cfg, fake.root(), json);
 
     let text = run(false);
     for want in [
@@ -122,24 +106,15 @@ fn upstream_daemonset_arguments_are_accepted_and_cdi_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
     fs::write(&cfg, r#"{"resourceList": []}"#).unwrap();
-    let out = std::process::Command::new(bin("sriov-device-plugin"))
-        .args([
-            "--log-dir=sriovdp",
-            "--log-level=10",
-            "discover",
-            "--config-file",
-        ])
-        .arg(&cfg)
-        .arg("--sysfs-root")
-        .arg(fake.root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let host = NetNs::with_prefix("dp-upstr").unwrap();
+    let text = plexus_e2e::discover(
+        &host,
+        &["--log-dir=sriovdp", "--log-level=10"],
+        &cfg,
+        fake.root(),
+        false,
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0000:3b:02.1"));
+    assert!(text.contains("0000:3b:02.1"), "{text}");
 
     let out = std::process::Command::new(bin("sriov-device-plugin"))
         .args(["--use-cdi", "--config-file"])
