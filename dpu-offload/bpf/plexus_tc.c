@@ -34,7 +34,8 @@
 /* Datapath counters after the per-flow slots. */
 #define PX_SLOT_MISS PX_MAX_FLOWS
 #define PX_SLOT_ERROR (PX_MAX_FLOWS + 1)
-#define PX_STATS (PX_MAX_FLOWS + 2)
+#define PX_SLOT_CACHE_MISS (PX_MAX_FLOWS + 2) /* lookups that searched; packets only */
+#define PX_STATS (PX_MAX_FLOWS + 3)
 
 #define PX_PCP_NONE 0xff
 #define PX_TCI_PRESENT 0x1000 /* the CFI/DEI bit, as OVS uses it: "tagged" */
@@ -143,22 +144,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } px_active SEC(".maps");
 
-/* Microflow cache: a packet key (unmasked) and epoch -> the subtable whose
- * flow matched it, or PX_CACHE_MISS. One lookup replaces the search over
- * every subtable for the packets of a known microflow; the flow itself is
- * still read from px_flows. Per program, not pinned: it goes with it. */
+/* Microflow cache, direct-mapped (OVS-DPDK's exact-match cache): a packet
+ * key (unmasked) and the epoch pick a slot by a multiplicative hash; the
+ * slot holds that key and the subtable whose flow matched it, or
+ * PX_CACHE_MISS. A hit is one inlined array access and nine compares in
+ * place of the search over every subtable; the flow itself is still read
+ * from px_flows. Per CPU, so no two CPUs share a slot, and per program,
+ * not pinned: it goes with it. A key that collides with another evicts it. */
 #define PX_CACHE_MISS 0xffffffff
-struct px_cache_key {
+#define PX_CACHE_BITS 12
+struct px_cache_slot {
+	__u32 live;
 	__u32 epoch;
+	__u32 mask_id;
 	__u32 pad;
 	struct px_key key;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct px_cache_key);
-	__type(value, __u32);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1 << PX_CACHE_BITS);
+	__type(key, __u32);
+	__type(value, struct px_cache_slot);
 } px_cache SEC(".maps");
 
 struct {
@@ -387,36 +394,59 @@ static __always_inline struct px_flow *search(__u32 gen, struct px_lookup *lk,
 	return best;
 }
 
+/* The cache slot of key in epoch. */
+static __always_inline __u32 cache_index(const __u64 *w, __u32 epoch)
+{
+	__u64 h = epoch;
+	int i;
+
+#pragma clang loop unroll(full)
+	for (i = 0; i < PX_KEY_WORDS; i++)
+		h = (h ^ w[i]) * 0x9e3779b97f4a7c15ULL;
+	return h >> (64 - PX_CACHE_BITS);
+}
+
 /* The flow for key: from the microflow cache when the packet's microflow
  * was seen in this epoch, else by the search (whose answer is cached). */
 static __always_inline struct px_flow *lookup(__u32 gen, __u32 epoch, struct px_lookup *lk,
 					      struct px_lookup *probe)
 {
-	struct px_cache_key ck = { .epoch = epoch };
-	__u32 *cached, mask_id = PX_CACHE_MISS;
+	__u64 *src = (__u64 *)&lk->key;
+	__u32 idx = cache_index(src, epoch), mask_id = PX_CACHE_MISS;
+	struct px_cache_slot *c = bpf_map_lookup_elem(&px_cache, &idx);
 	struct px_flow *f;
 
-	__builtin_memcpy(&ck.key, &lk->key, sizeof(ck.key));
-	cached = bpf_map_lookup_elem(&px_cache, &ck);
-	if (cached) {
-		__u64 *src = (__u64 *)&lk->key, *dst = (__u64 *)&probe->key;
-		__u32 id = *cached;
-		__u64 *m;
+	if (!c)
+		return NULL;
+	if (c->live && c->epoch == epoch) {
+		__u64 *ck = (__u64 *)&c->key, diff = 0;
 		int w;
 
-		if (id == PX_CACHE_MISS)
-			return NULL;
-		m = bpf_map_lookup_elem(&px_masks, &id);
-		if (!m)
-			return NULL;
-		probe->mask_id = id;
 #pragma clang loop unroll(full)
 		for (w = 0; w < PX_KEY_WORDS; w++)
-			dst[w] = src[w] & m[w];
-		return bpf_map_lookup_elem(&px_flows, probe);
+			diff |= ck[w] ^ src[w];
+		if (!diff) {
+			__u64 *dst = (__u64 *)&probe->key, *m;
+			__u32 id = c->mask_id;
+
+			if (id == PX_CACHE_MISS)
+				return NULL;
+			m = bpf_map_lookup_elem(&px_masks, &id);
+			if (!m)
+				return NULL;
+			probe->mask_id = id;
+#pragma clang loop unroll(full)
+			for (w = 0; w < PX_KEY_WORDS; w++)
+				dst[w] = src[w] & m[w];
+			return bpf_map_lookup_elem(&px_flows, probe);
+		}
 	}
+	count(PX_SLOT_CACHE_MISS, 0);
 	f = search(gen, lk, probe, &mask_id);
-	bpf_map_update_elem(&px_cache, &ck, &mask_id, BPF_ANY);
+	c->live = 1;
+	c->epoch = epoch;
+	c->mask_id = mask_id;
+	__builtin_memcpy(&c->key, &lk->key, sizeof(c->key));
 	return f;
 }
 

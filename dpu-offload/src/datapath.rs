@@ -45,7 +45,7 @@ use crate::{
     dump::Counters,
     ebpf::{
         self, EbpfTable, MAX_FLOWS, PxActive, PxCounter, PxFlow, PxKey, PxLookup, PxTable,
-        PxTableKey, SLOT_ERROR, SLOT_MISS,
+        PxTableKey, SLOT_CACHE_MISS, SLOT_ERROR, SLOT_MISS,
     },
     flow::Flow,
     flower::PortMap,
@@ -105,7 +105,7 @@ const MAPS: [(&str, u32, u32, u32); 6] = [
         "px_stats",
         4,
         size_of::<PxCounter>() as u32,
-        MAX_FLOWS as u32 + 2,
+        ebpf::STATS_SLOTS,
     ),
     ("px_ports", 4, 4, ebpf::MAX_TABLES as u32),
 ];
@@ -218,6 +218,10 @@ pub struct DatapathStats {
     pub miss: Counters,
     /// Packets dropped because an action failed.
     pub error: Counters,
+    /// Table lookups the microflow cache did not answer, so that the
+    /// subtable search ran: a packet's first in an epoch, or one whose
+    /// cache slot another microflow took since.
+    pub cache_misses: u64,
 }
 
 /// What an apply did.
@@ -423,7 +427,15 @@ impl Maps {
     /// # Errors
     /// The map read failed.
     pub fn generation(&self) -> Result<u32> {
-        Ok(self.active.get(&0, 0).map_err(map_err("px_active"))?.gen_ & 1)
+        Ok(self.active()?.gen_ & 1)
+    }
+
+    /// The generation packets use and the epoch (flips so far).
+    ///
+    /// # Errors
+    /// The map read failed.
+    pub fn active(&self) -> Result<PxActive> {
+        self.active.get(&0, 0).map_err(map_err("px_active"))
     }
 
     /// Every `px_flows` entry, of both generations.
@@ -469,6 +481,7 @@ impl Maps {
         Ok(DatapathStats {
             miss: self.counters(SLOT_MISS)?,
             error: self.counters(SLOT_ERROR)?,
+            cache_misses: self.counters(SLOT_CACHE_MISS)?.packets,
         })
     }
 

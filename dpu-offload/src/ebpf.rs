@@ -34,10 +34,17 @@ pub const MAX_STAGES: usize = 8;
 pub const SLOT_MISS: u32 = MAX_FLOWS as u32;
 /// Counter slot of packets an action failed on (`PX_SLOT_ERROR`).
 pub const SLOT_ERROR: u32 = MAX_FLOWS as u32 + 1;
+/// Counter slot of lookups the microflow cache missed, so that the subtable
+/// search ran (`PX_SLOT_CACHE_MISS`); packets only.
+pub const SLOT_CACHE_MISS: u32 = MAX_FLOWS as u32 + 2;
+/// Slots of `px_stats`: one per flow, then the datapath's (`PX_STATS`).
+pub const STATS_SLOTS: u32 = MAX_FLOWS as u32 + 3;
 /// `tci` bit meaning "the packet is tagged" (`PX_TCI_PRESENT`).
 pub const TCI_PRESENT: u16 = 0x1000;
 /// `pcp` meaning "not given" (`PX_PCP_NONE`).
 pub const PCP_NONE: u8 = 0xff;
+/// log2 of the microflow cache's slots per CPU (`PX_CACHE_BITS`).
+pub const CACHE_BITS: u32 = 12;
 
 /// `struct px_key`: what a packet is matched on. Multi-byte packet fields
 /// are in network order, as byte arrays.
@@ -239,6 +246,17 @@ impl PxKey {
         }
         out
     }
+}
+
+/// The microflow cache slot a packet key takes in an epoch: the
+/// classifier's `cache_index`. Tests use it to make two microflows share a
+/// slot.
+pub fn cache_slot(key: &PxKey, epoch: u32) -> u32 {
+    let h = bytes(key).chunks_exact(8).fold(u64::from(epoch), |h, w| {
+        let w = u64::from_ne_bytes(w.try_into().expect("8-byte chunk"));
+        (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    });
+    (h >> (64 - CACHE_BITS)) as u32
 }
 
 fn bytes(k: &PxKey) -> &[u8; 72] {

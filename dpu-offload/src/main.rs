@@ -491,8 +491,8 @@ fn dump_table(flows: &[FlowStatus], stats: Option<DatapathStats>) -> String {
     }
     if let Some(st) = stats {
         s.push_str(&format!(
-            "ebpf datapath: {} packets ({} bytes) matched no flow, {} dropped on a failed action\n",
-            st.miss.packets, st.miss.bytes, st.error.packets
+            "ebpf datapath: {} packets ({} bytes) matched no flow, {} dropped on a failed action, {} lookups missed the microflow cache\n",
+            st.miss.packets, st.miss.bytes, st.error.packets, st.cache_misses
         ));
     }
     s

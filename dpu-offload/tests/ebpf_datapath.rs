@@ -365,3 +365,103 @@ fn ten_thousand_flows_install_read_back_and_reapply_as_kept() {
     slots.dedup();
     assert_eq!(slots.len(), 10_000, "two flows share a counter slot");
 }
+
+/// The key the classifier builds for a UDP packet from VF `from` to VF
+/// `to` as it arrives at `rep{from}` (`ifindex`): untagged IPv4, TOS 0,
+/// TTL 64, what `parse` in plexus_tc.c fills in.
+fn udp_key(ifindex: u32, from: usize, to: usize, sport: u16, dport: u16) -> ebpf::PxKey {
+    let mac = |i: usize| [2, 0, 0, 0, 0, i as u8 + 1];
+    let ip = |i: usize| {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[10, 9, 0, i as u8 + 1]);
+        a
+    };
+    ebpf::PxKey {
+        ifindex,
+        dl_dst: mac(to),
+        dl_src: mac(from),
+        eth_type: 0x0800u16.to_be_bytes(),
+        nw_proto: 17,
+        nw_ttl: 64,
+        nw_src: ip(from),
+        nw_dst: ip(to),
+        tp_src: sport.to_be_bytes(),
+        tp_dst: dport.to_be_bytes(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn two_microflows_in_one_cache_slot_each_get_their_own_flow() {
+    let rig = Rig::new(2);
+    // Nothing but the test's packets at rep0: every cache miss is theirs.
+    for k in ["all", "default", "eth0"] {
+        rig.vfs[0].sh(
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{k}.disable_ipv6=1")],
+        );
+    }
+    // Different masks: under a wrong cache hit, B would be looked up with
+    // A's mask, find nothing and pass instead of being dropped.
+    let a_flow =
+        "table=0,priority=200,in_port=rep0,udp,nw_dst=10.9.0.2,tp_dst=5000,actions=output:rep1";
+    let b_flow = "table=0,priority=100,in_port=rep0,ip,actions=drop";
+    rig.apply(&format!("{a_flow}\n{b_flow}\n"));
+    let maps = Maps::open(&rig.bpf.pin_dir()).unwrap().unwrap();
+    let epoch = maps.active().unwrap().epoch;
+    let rep0 = rig.sw.ip_json(&["link", "show", "rep0"])[0]["ifindex"]
+        .as_u64()
+        .unwrap() as u32;
+
+    // A: 4000 -> 5000; B: a source port whose key takes A's slot.
+    let slot = ebpf::cache_slot(&udp_key(rep0, 0, 1, 4000, 5000), epoch);
+    let b_port = (1024..=u16::MAX)
+        .find(|p| ebpf::cache_slot(&udp_key(rep0, 0, 1, *p, 5001), epoch) == slot)
+        .expect("a colliding source port");
+    let rx = udp_in(&rig, 1, 5000);
+    let (a, b) = rig.vfs[0].run(|| {
+        (
+            UdpSocket::bind("10.9.0.1:4000").unwrap(),
+            UdpSocket::bind(format!("10.9.0.1:{b_port}")).unwrap(),
+        )
+    });
+    let send = |order: &[&UdpSocket]| {
+        // One CPU: the cache is per CPU, and the slot must be shared.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut set);
+                    assert_eq!(
+                        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+                        0
+                    );
+                }
+                for sock in order {
+                    let port = if std::ptr::eq(*sock, &a) { 5000 } else { 5001 };
+                    sock.send_to(b"x", format!("10.9.0.2:{port}")).unwrap();
+                }
+            });
+        });
+    };
+
+    let before = maps.stats().unwrap();
+    send(&[&a, &b, &a, &b]);
+    assert_eq!(count_received(&rx), 2);
+    let after = maps.stats().unwrap();
+    assert_eq!(
+        after.cache_misses - before.cache_misses,
+        4,
+        "A and B did not evict each other: cache_slot disagrees with the classifier"
+    );
+    assert_eq!(rig.packets(a_flow), 2);
+    assert_eq!(rig.packets(b_flow), 2, "B took A's cached answer");
+    assert_eq!(after.miss.packets, before.miss.packets);
+
+    // A alone: the second packet is a hit.
+    send(&[&a, &a]);
+    assert_eq!(count_received(&rx), 2);
+    assert_eq!(maps.stats().unwrap().cache_misses - after.cache_misses, 1);
+    assert_eq!(rig.packets(a_flow), 4);
+}

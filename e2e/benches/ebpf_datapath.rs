@@ -40,7 +40,7 @@ use plexus_netlink::Netlink;
 use plexus_testkit::{BpfFs, NetNs, RawSocket};
 
 const RUNS: usize = 11;
-const ROUNDS: usize = 9;
+const ROUNDS: usize = 15;
 const WINDOW: Duration = Duration::from_millis(400);
 
 fn ports_ns() -> NetNs {
