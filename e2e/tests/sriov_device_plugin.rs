@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use plexus_testkit::sysfs::{DEFAULT_PF_BDF, NetdevSpec, VfSpec};
+use plexus_testkit::sysfs::{DEFAULT_PF_BDF, NetdevSpec, PfSpec, VfSpec};
 use plexus_testkit::{FakeDeviceManager, FakeSysfs, NetNs};
 use serde_json::{Value, json};
 
@@ -285,6 +285,75 @@ fn serves_pools_to_the_kubelet_and_lives_with_the_node() {
         sockets(&d.join("device-plugins")),
         [d.join("device-plugins/kubelet.sock")]
     );
+}
+
+#[test]
+fn serves_subfunctions_from_an_aux_pool() {
+    // A ConnectX-5 on NUMA 1 with no VFs and two SFs, one with RDMA.
+    let fake = FakeSysfs::new();
+    fake.pf(PfSpec {
+        total_vfs: 0,
+        numa_node: 1,
+        ..PfSpec::connectx5()
+    });
+    let sf = fake.sf(DEFAULT_PF_BDF, 2, 88, Some("enp59s0f0s88"), true);
+    fake.sf(DEFAULT_PF_BDF, 3, 89, Some("enp59s0f0s89"), false);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(
+        d,
+        &json!([{"resourceName": "sf", "resourcePrefix": "nvidia.com",
+            "deviceType": "auxNetDevice",
+            "additionalInfo": {DEFAULT_PF_BDF: {"tier": "gold"}},
+            "selectors": {"auxTypes": ["sf"], "pfNames": ["enp59s0f0np0#80-99"],
+                "isRdma": false}}]),
+    );
+    let kubelet = FakeDeviceManager::start(&d.join("device-plugins"));
+    let daemon = Daemon::start(d, fake.root());
+    const SF: &str = "nvidia.com/sf";
+
+    let l = kubelet.wait_list(SF, WAIT, |l| l.len() == 2);
+    assert_eq!(ids(&l), ["mlx5_core.sf.2", "mlx5_core.sf.3"]);
+    assert!(
+        l.iter().all(|(_, h, numa)| h == "Healthy" && numa == &[1]),
+        "{l:?}"
+    );
+
+    // Allocate: the SF's name is the device ID; extra info is keyed by the
+    // parent's PCI address; no VFIO, no device-info file (upstream writes
+    // none for SFs).
+    let r = kubelet.allocate(SF, &[&sf]).unwrap();
+    assert_eq!(r.envs["PCIDEVICE_NVIDIA_COM_SF"], "mlx5_core.sf.2");
+    let info: Value = serde_json::from_str(&r.envs["PCIDEVICE_NVIDIA_COM_SF_INFO"]).unwrap();
+    assert_eq!(
+        info,
+        json!({"mlx5_core.sf.2": {"generic": {"deviceID": "mlx5_core.sf.2"},
+            "extra": {"tier": "gold"}}})
+    );
+    assert!(r.devices.is_empty(), "{:?}", r.devices);
+    let devinfo = fs::read_dir(d.join("devinfo/dp")).map_or(0, Iterator::count);
+    assert_eq!(devinfo, 0, "a device-info file for an SF");
+
+    // Health: an SF whose netdev vanishes (not in a pod) turns Unhealthy.
+    let rel = format!("{DEFAULT_PF_BDF}/mlx5_core.sf.3");
+    fake.remove_netdev(&rel, "enp59s0f0s89");
+    let l = kubelet.wait_list(SF, Duration::from_secs(1), |l| {
+        health(l, "mlx5_core.sf.3") == "Unhealthy"
+    });
+    assert_eq!(health(&l, "mlx5_core.sf.2"), "Healthy");
+
+    // Rediscovery: a new SF in the range joins; one outside does not.
+    fake.sf(DEFAULT_PF_BDF, 4, 90, Some("enp59s0f0s90"), false);
+    fake.sf(DEFAULT_PF_BDF, 5, 7, Some("enp59s0f0s7"), false);
+    let l = kubelet.wait_list(SF, WAIT, |l| l.len() == 3);
+    assert_eq!(
+        ids(&l),
+        ["mlx5_core.sf.2", "mlx5_core.sf.3", "mlx5_core.sf.4"]
+    );
+
+    let (ok, log) = daemon.stop();
+    assert!(ok, "{log}");
+    kubelet.wait_list(SF, WAIT, <[_]>::is_empty);
 }
 
 #[test]

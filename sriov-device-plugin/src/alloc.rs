@@ -6,7 +6,8 @@
 //! `vfio`, `rdma`, `vhost`, `extra`), DeviceSpecs for `/dev/vfio/vfio` and
 //! the device's group (`noiommu-<N>` on the host for a no-IOMMU group),
 //! the RDMA and vhost-net character devices, and a device-info file in the
-//! network-plumbing format for the CNI. Everything is computed from the
+//! network-plumbing format for the CNI (netDevice pools only, as upstream:
+//! the format has no type for a subfunction). Everything is computed from the
 //! device, in one pass (upstream filled some env values only as a side
 //! effect of building the specs, so the first Allocate lacked them).
 //!
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use plexus_kubelet_api::deviceplugin::v1beta1::{ContainerAllocateResponse, DeviceSpec};
 use serde_json::{Map, Value, json};
 
-use crate::config::PoolConfig;
+use crate::config::{DeviceType, PoolConfig};
 use crate::pools::PoolDevice;
 
 /// `PCIDEVICE_<PREFIX>_<NAME>` as upstream builds it: `.` → `_`,
@@ -67,8 +68,9 @@ fn info(pool: &PoolConfig, d: &PoolDevice) -> Value {
             json!({"net-mount": "/dev/vhost-net", "tun-mount": "/dev/net/tun"}),
         );
     }
+    // Keyed by PCI address; a subfunction's is its parent's (upstream).
     let mut extra: BTreeMap<&str, &str> = BTreeMap::new();
-    for key in ["*", d.dev.address.as_str()] {
+    for key in ["*", d.dev.pci_address()] {
         for (k, v) in pool.additional_info.get(key).into_iter().flatten() {
             extra.insert(k, v);
         }
@@ -199,7 +201,8 @@ pub fn device_info(d: &PoolDevice) -> Value {
     json!({"type": "pci", "version": "1.1.0", "pci": pci})
 }
 
-/// Writes (replacing) the device-info file of a device, mode 0444.
+/// Writes (replacing) the device-info file of a device, mode 0444; `None`
+/// for a pool that has none (not netDevice).
 ///
 /// # Errors
 /// When the directory or file cannot be written.
@@ -207,7 +210,10 @@ pub fn write_device_info(
     dir: &Path,
     pool: &PoolConfig,
     d: &PoolDevice,
-) -> std::io::Result<PathBuf> {
+) -> std::io::Result<Option<PathBuf>> {
+    if pool.device_type != DeviceType::NetDevice {
+        return Ok(None);
+    }
     fs::create_dir_all(dir)?;
     let path = device_info_path(dir, pool, &d.dev.address);
     // The file is read-only once written: replace it, never edit it.
@@ -222,7 +228,7 @@ pub fn write_device_info(
         .mode(0o444)
         .open(&path)?;
     f.write_all(device_info(d).to_string().as_bytes())?;
-    Ok(path)
+    Ok(Some(path))
 }
 
 /// The preferred `size` devices out of `available`, `must` included: one
@@ -327,6 +333,7 @@ mod tests {
                 link_type: None,
                 rdma: Vec::new(),
                 uverbs: Vec::new(),
+                aux_type: None,
             },
             need_vhost_net: false,
             is_rdma: false,

@@ -159,6 +159,8 @@ pub struct Selector {
     pub is_rdma: bool,
     /// Give containers `/dev/vhost-net` and `/dev/net/tun`.
     pub need_vhost_net: bool,
+    /// Auxiliary device types (`sf`); auxNetDevice pools only.
+    pub aux_types: Vec<String>,
 }
 
 /// One resource pool.
@@ -310,7 +312,6 @@ fn parse_selector(v: Value, at: &str, unknown_keys: &mut Vec<String>) -> Result<
         ("ddpProfiles", !raw.ddpprofiles.is_empty()),
         ("pKeys", !raw.pkeys.is_empty()),
         ("vdpaType", !raw.vdpatype.is_empty()),
-        ("auxTypes", !raw.auxtypes.is_empty()),
     ] {
         if set {
             return Err(format!(
@@ -343,7 +344,29 @@ fn parse_selector(v: Value, at: &str, unknown_keys: &mut Vec<String>) -> Result<
         link_types: raw.linktypes,
         is_rdma: raw.isrdma,
         need_vhost_net: raw.needvhostnet,
+        aux_types: raw.auxtypes,
     })
+}
+
+/// What a selector holds that its pool's type does not use: upstream's
+/// per-type selector structs drop those keys, so a shared config still
+/// loads; they are cleared here and listed with the unknown keys.
+fn unused_for_type(sel: &mut Selector, device_type: DeviceType, at: &str, out: &mut Vec<String>) {
+    let aux = device_type == DeviceType::AuxNetDevice;
+    let mut drop = |key: &str, set: bool| {
+        if set {
+            out.push(format!("{at}: {key} (not used by {device_type} pools)"));
+        }
+    };
+    if aux {
+        drop("pciAddresses", !sel.pci_addresses.is_empty());
+        drop("acpiIndexes", !sel.acpi_indexes.is_empty());
+        sel.pci_addresses.clear();
+        sel.acpi_indexes.clear();
+    } else {
+        drop("auxTypes", !sel.aux_types.is_empty());
+        sel.aux_types.clear();
+    }
 }
 
 fn parse_pool(
@@ -387,11 +410,6 @@ fn parse_pool(
             format!("{label}: deviceType {t:?} is not netDevice, accelerator or auxNetDevice")
         })?,
     };
-    if device_type == DeviceType::AuxNetDevice {
-        return Err(format!(
-            "{label}: deviceType auxNetDevice (subfunctions) is not supported by plexus yet"
-        ));
-    }
     let list = match raw.selectors {
         None | Some(Value::Null) => {
             return Err(format!(
@@ -408,9 +426,28 @@ fn parse_pool(
     };
     let mut selectors = Vec::with_capacity(list.len());
     for (i, s) in list.into_iter().enumerate() {
-        let sel = parse_selector(s, &format!("{label} selector {i}"), unknown_keys)?;
-        if sel.is_rdma && device_type != DeviceType::NetDevice {
-            return Err(format!("{label}: isRdma applies to netDevice pools only"));
+        let at = format!("{label} selector {i}");
+        let mut sel = parse_selector(s, &at, unknown_keys)?;
+        unused_for_type(&mut sel, device_type, &at, unknown_keys);
+        if sel.is_rdma && device_type == DeviceType::Accelerator {
+            return Err(format!(
+                "{label}: isRdma applies to netDevice and auxNetDevice pools only"
+            ));
+        }
+        if device_type == DeviceType::AuxNetDevice {
+            // Upstream's ValidConfig: auxTypes is required, and only SFs
+            // are auxiliary network devices so far.
+            if sel.aux_types.is_empty() {
+                return Err(format!(
+                    "{at}: auxNetDevice pools need auxTypes, e.g. \"auxTypes\": [\"sf\"]"
+                ));
+            }
+            if let Some(t) = sel.aux_types.iter().find(|t| *t != "sf") {
+                return Err(format!(
+                    "{at}: auxTypes {t:?}: only \"sf\" (subfunctions) is an auxiliary network \
+                     device type"
+                ));
+            }
         }
         selectors.push(sel);
     }
@@ -560,6 +597,48 @@ mod tests {
         }
         assert_eq!(cfg.errors.len(), 7, "{all}");
         assert_eq!(cfg.unknown_keys, ["pool \"typo\" selector 0: driverz"]);
+    }
+
+    #[test]
+    fn aux_pools_need_sf_and_drop_what_they_do_not_use() {
+        let cfg = parse(
+            &json!({"resourceList": [
+                {"resourceName": "sf", "deviceType": "auxNetDevice", "selectors": {
+                    "auxTypes": ["sf"], "pfNames": ["p0#1-9"], "isRdma": true,
+                    "pciAddresses": ["0000:3b:00.0"]}},
+                {"resourceName": "no_types", "deviceType": "auxNetDevice",
+                    "selectors": {"vendors": ["15b3"]}},
+                {"resourceName": "eth", "deviceType": "auxNetDevice",
+                    "selectors": {"auxTypes": ["sf", "eth"]}},
+                {"resourceName": "vf", "selectors": {"auxTypes": ["sf"], "drivers": ["mlx5_core"]}},
+                {"resourceName": "acc", "deviceType": "accelerator", "selectors": {"isRdma": true}}
+            ]})
+            .to_string(),
+            DEFAULT_RESOURCE_PREFIX,
+        );
+        let names: Vec<&str> = cfg.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["sf", "vf"]);
+        let sf = &cfg.pools[0];
+        assert_eq!(sf.device_type, DeviceType::AuxNetDevice);
+        assert_eq!(sf.selectors[0].aux_types, ["sf"]);
+        assert!(sf.selectors[0].is_rdma && sf.selectors[0].pci_addresses.is_empty());
+        assert!(cfg.pools[1].selectors[0].aux_types.is_empty());
+        assert_eq!(
+            cfg.unknown_keys,
+            [
+                "pool \"sf\" selector 0: pciAddresses (not used by auxNetDevice pools)",
+                "pool \"vf\" selector 0: auxTypes (not used by netDevice pools)"
+            ]
+        );
+        let all = cfg.errors.join("\n");
+        for want in [
+            "pool \"no_types\" selector 0: auxNetDevice pools need auxTypes",
+            "pool \"eth\" selector 0: auxTypes \"eth\": only \"sf\"",
+            "pool \"acc\": isRdma applies to netDevice and auxNetDevice pools only",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        assert_eq!(cfg.errors.len(), 3, "{all}");
     }
 
     #[test]

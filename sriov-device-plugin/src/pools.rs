@@ -5,7 +5,9 @@
 //! (upstream's "already allocated" rule). Before the selectors, a netDevice
 //! pool takes only network-class devices, never a PF that has VFs
 //! configured (its VFs are the devices) and never a device carrying one of
-//! the host's default routes (taking it would cut the node off).
+//! the host's default routes (taking it would cut the node off). An
+//! auxNetDevice pool takes only auxiliary devices (subfunctions) of
+//! network-class devices, and no other pool takes those.
 //!
 //! For a device no pool takes, the report keeps, per pool, the first rule
 //! that rejected it: the answer to "why is my allocatable 0?" that upstream
@@ -74,7 +76,8 @@ pub struct Entry {
     /// Names from the PCI ID database, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `VF <i> of <pf>`, `PF (<n> of <total> VFs)`, or `PCI`.
+    /// `VF <i> of <pf>`, `PF (<n> of <total> VFs)`, `SF <n> of <pf>`,
+    /// `aux <type> of <pf>`, or `PCI`.
     pub kind: String,
     /// Bound driver.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,6 +121,7 @@ fn reject(sel: &Selector, d: &PciDevice, by_addr: &HashMap<&str, &PciDevice>) ->
             None => format!("{key}: it has no {what} (want one of {})", list(want)),
         })
     };
+    let sf = d.aux_type.is_some();
     if let Some(r) = one_of("vendors", Some(&d.vendor), &sel.vendors, "vendor")
         .or_else(|| one_of("devices", Some(&d.device), &sel.devices, "device ID"))
         .or_else(|| one_of("drivers", d.driver.as_deref(), &sel.drivers, "driver"))
@@ -137,9 +141,18 @@ fn reject(sel: &Selector, d: &PciDevice, by_addr: &HashMap<&str, &PciDevice>) ->
                 "acpi_index",
             )
         })
+        .or_else(|| {
+            one_of(
+                "auxTypes",
+                d.aux_type.as_deref(),
+                &sel.aux_types,
+                "auxiliary device type",
+            )
+        })
     {
         return Some(r);
     }
+    let index = if sf { "SF number" } else { "VF index" };
     for (key, want, pf_id) in [
         (
             "pfNames",
@@ -174,9 +187,9 @@ fn reject(sel: &Selector, d: &PciDevice, by_addr: &HashMap<&str, &PciDevice>) ->
         match pf.vf_index {
             Some(i) if matching.iter().any(|r| r.has_index(i)) => {}
             Some(i) => {
-                return Some(format!("{key}: VF index {i} is not in {}", ranges(want)));
+                return Some(format!("{key}: {index} {i} is not in {}", ranges(want)));
             }
-            None => return Some(format!("{key}: its VF index on {pf_id} is unknown")),
+            None => return Some(format!("{key}: its {index} on {pf_id} is unknown")),
         }
     }
     if !sel.link_types.is_empty() {
@@ -198,6 +211,20 @@ fn reject(sel: &Selector, d: &PciDevice, by_addr: &HashMap<&str, &PciDevice>) ->
 
 /// Rules every selector of a pool of this type applies first.
 fn intake(pool: &PoolConfig, d: &PciDevice, default_routes: &HashSet<String>) -> Option<String> {
+    let aux_pool = pool.device_type == DeviceType::AuxNetDevice;
+    match (&d.aux_type, aux_pool) {
+        (Some(t), false) => {
+            return Some(format!(
+                "an auxiliary device ({t}): only auxNetDevice pools take those"
+            ));
+        }
+        (None, true) => {
+            return Some(
+                "not an auxiliary device: auxNetDevice pools take subfunctions (SFs)".into(),
+            );
+        }
+        _ => {}
+    }
     let want = pool.device_type.pci_class();
     if d.base_class() != want {
         return Some(format!(
@@ -223,6 +250,15 @@ fn intake(pool: &PoolConfig, d: &PciDevice, default_routes: &HashSet<String>) ->
 }
 
 fn kind(d: &PciDevice) -> String {
+    if let Some(t) = &d.aux_type {
+        let parent =
+            d.pf.as_ref()
+                .map_or("?", |p| p.netdev.as_deref().unwrap_or(&p.address));
+        return match d.pf.as_ref().and_then(|p| p.vf_index) {
+            Some(n) if t == "sf" => format!("SF {n} of {parent}"),
+            _ => format!("aux {t} of {parent}"),
+        };
+    }
     match (&d.pf, &d.sriov) {
         (Some(pf), _) => match pf.vf_index {
             Some(i) => format!("VF {i} of {}", pf.netdev.as_deref().unwrap_or(&pf.address)),
@@ -253,7 +289,15 @@ pub fn build(cfg: &Config, scan: &Scan, default_routes: &HashSet<String>) -> (Ve
     let mut report = Report::default();
     // One database lookup per device model, not per VF.
     let mut names: HashMap<(String, String), Option<String>> = HashMap::new();
-    let interesting = |d: &PciDevice| matches!(d.base_class(), 0x02 | 0x12);
+    // Auxiliary devices (mlx5 makes several per port) only matter to a
+    // config with an auxNetDevice pool.
+    let aux_pools = cfg
+        .pools
+        .iter()
+        .any(|p| p.device_type == DeviceType::AuxNetDevice);
+    let interesting = |d: &PciDevice| {
+        matches!(d.base_class(), 0x02 | 0x12) && (d.aux_type.is_none() || aux_pools)
+    };
     for d in &scan.devices {
         let mut reasons = Vec::new();
         let mut taken = None;

@@ -213,9 +213,10 @@ impl DevicePlugin for Plugin {
             for id in &c.devices_ids {
                 let d = &st.devices[id];
                 match alloc::write_device_info(&self.0.devinfo_dir, &st.config, d) {
-                    Ok(p) => {
+                    Ok(Some(p)) => {
                         st.info_files.insert(p);
                     }
+                    Ok(None) => {}
                     Err(e) => tracing::warn!(device = id, error = %e, "cannot write device-info"),
                 }
             }
@@ -452,7 +453,8 @@ impl Daemon {
                 for id in ids {
                     let d = &st.devices[&id];
                     let present = self.sysfs.device_dir(&id).is_dir();
-                    let same_driver = self.sysfs.driver(&id) == d.dev.driver;
+                    // A subfunction carries its parent's driver.
+                    let same_driver = self.sysfs.driver(d.dev.pci_address()) == d.dev.driver;
                     let had_netdev = !d.dev.netdevs.is_empty();
                     // Only a device that had a netdev can lose it.
                     let has_netdev = had_netdev && !self.sysfs.netdevs(&id).is_empty();

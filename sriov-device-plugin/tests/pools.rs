@@ -135,3 +135,93 @@ fn a_corrupt_device_is_reported_and_the_rest_pooled() {
         matches!(&e.verdict, Verdict::Unreadable { error } if error.contains("unreadable IDs"))
     );
 }
+
+#[test]
+fn subfunctions_go_to_aux_pools_by_sf_number_and_nowhere_else() {
+    let fake = FakeSysfs::new();
+    // A BlueField-style PF with SFs 1, 2 and 9, an RDMA device on SF 2;
+    // the PF has no VFs and no default route, so a netDevice pool could
+    // take the PF itself, never its SFs.
+    fake.pf(PfSpec {
+        total_vfs: 0,
+        ..PfSpec::connectx5()
+    });
+    fake.sf(DEFAULT_PF_BDF, 4, 1, Some("enp59s0f0s1"), false);
+    fake.sf(DEFAULT_PF_BDF, 5, 2, Some("enp59s0f0s2"), true);
+    fake.sf(DEFAULT_PF_BDF, 6, 9, Some("enp59s0f0s9"), false);
+    let cfg = config::parse(
+        &json!({"resourceList": [
+            {"resourceName": "sf_rdma", "deviceType": "auxNetDevice",
+                "selectors": {"auxTypes": ["sf"], "isRdma": true}},
+            {"resourceName": "sf_low", "deviceType": "auxNetDevice",
+                "selectors": {"auxTypes": ["sf"], "vendors": ["15b3"], "drivers": ["mlx5_core"],
+                    "pfNames": ["enp59s0f0np0#0-4"], "linkTypes": ["ether"]}},
+            {"resourceName": "mlx_net", "selectors": {"vendors": ["15b3"]}}
+        ]})
+        .to_string(),
+        DEFAULT_RESOURCE_PREFIX,
+    );
+    assert!(cfg.errors.is_empty(), "{:?}", cfg.errors);
+    let (pools, report) = pools::build(
+        &cfg,
+        &Sysfs::new(fake.root()).scan().unwrap(),
+        &HashSet::new(),
+    );
+    assert_eq!(addresses(&pools[0]), ["mlx5_core.sf.5"]);
+    assert!(pools[0].devices[0].is_rdma);
+    assert_eq!(addresses(&pools[1]), ["mlx5_core.sf.4"]);
+    assert_eq!(addresses(&pools[2]), [DEFAULT_PF_BDF]);
+
+    let sf9 = reasons(&report, "mlx5_core.sf.6");
+    assert_eq!(sf9[0].1, "isRdma: it has no RDMA device");
+    assert_eq!(
+        sf9[1].1,
+        "pfNames: SF number 9 is not in [enp59s0f0np0#0-4]"
+    );
+    assert_eq!(
+        sf9[2].1,
+        "an auxiliary device (sf): only auxNetDevice pools take those"
+    );
+    let pf = reasons_or_pool(&report, DEFAULT_PF_BDF);
+    assert_eq!(pf, "intel.com/mlx_net");
+    let text = report.to_string();
+    assert!(
+        text.contains(
+            "mlx5_core.sf.6 15b3:1017 SF 9 of enp59s0f0np0 driver=mlx5_core netdev=enp59s0f0s9"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("    -> intel.com/sf_low"), "{text}");
+}
+
+fn reasons_or_pool(report: &pools::Report, address: &str) -> String {
+    let e = report
+        .devices
+        .iter()
+        .find(|e| e.address == address)
+        .unwrap();
+    match &e.verdict {
+        Verdict::Pooled { resource } => resource.clone(),
+        v => format!("{v:?}"),
+    }
+}
+
+#[test]
+fn without_an_aux_pool_subfunctions_stay_out_of_the_report() {
+    let fake = FakeSysfs::new();
+    fake.x710();
+    fake.pf(PfSpec {
+        bdf: "0000:5e:00.0".into(),
+        total_vfs: 0,
+        ..PfSpec::connectx5()
+    });
+    fake.sf("0000:5e:00.0", 1, 1, Some("enp94s0f0s1"), false);
+    let scan = Sysfs::new(fake.root()).scan().unwrap();
+    assert!(scan.devices.iter().any(|d| d.address == "mlx5_core.sf.1"));
+    let (_, report) = pools::build(&x710_config(), &scan, &HashSet::new());
+    assert!(
+        report.devices.iter().all(|e| e.address != "mlx5_core.sf.1"),
+        "{report}"
+    );
+    assert!(report.devices.iter().any(|e| e.address == "0000:5e:00.0"));
+}

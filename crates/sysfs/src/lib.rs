@@ -4,7 +4,9 @@
 //! Owns: reading what SR-IOV code needs about a PCI device (IDs, driver,
 //! IOMMU group, NUMA node, PF/VF relations, netdevs, switchdev
 //! representors, RDMA devices) from the files the kernel documents in
-//! `Documentation/ABI/testing/sysfs-bus-pci` and `sysfs-class-net`.
+//! `Documentation/ABI/testing/sysfs-bus-pci` and `sysfs-class-net`, and
+//! about the auxiliary devices of a PCI device (subfunctions:
+//! `sysfs-bus-auxiliary`, `sfnum` from mlx5's SF driver).
 //!
 //! Must not: write anything, or assume `/sys`. One unreadable device is an
 //! error for that device only ([`Sysfs::scan`] goes on with the others;
@@ -101,6 +103,14 @@ pub struct PciDevice {
     pub rdma: Vec<String>,
     /// Its RDMA verbs character devices, `/dev/infiniband/uverbs<N>`.
     pub uverbs: Vec<String>,
+    /// Set for an auxiliary device (a subfunction, `mlx5_core.sf.4`): its
+    /// type, the middle part of its name (`sf`). `address` is then that
+    /// name; `pf` is the parent PCI device, with the SF number (`sfnum`)
+    /// as index; IDs, class, driver, NUMA node and `acpi_index` are the
+    /// parent's, as upstream's selectors see them; netdevs and RDMA
+    /// devices are the auxiliary device's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_type: Option<String>,
 }
 
 impl PciDevice {
@@ -109,6 +119,36 @@ impl PciDevice {
     pub fn base_class(&self) -> u8 {
         ((self.class >> 16) & 0xff) as u8
     }
+
+    /// The PCI address behind it: its own, or an auxiliary device's parent.
+    #[must_use]
+    pub fn pci_address(&self) -> &str {
+        match (&self.aux_type, &self.pf) {
+            (Some(_), Some(pf)) => &pf.address,
+            _ => &self.address,
+        }
+    }
+}
+
+/// The type part of an auxiliary device name `<module>.<type>.<id>`
+/// (`mlx5_core.sf.4` → `sf`): the kernel builds the name as
+/// `modname.devname.id` (drivers/base/auxiliary.c), and neither part holds
+/// a dot.
+#[must_use]
+pub fn aux_type(name: &str) -> Option<&str> {
+    let mut parts = name.split('.');
+    let (module, kind, id) = (parts.next()?, parts.next()?, parts.next()?);
+    (parts.next().is_none()
+        && !module.is_empty()
+        && !kind.is_empty()
+        && !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit()))
+    .then_some(kind)
+}
+
+/// Whether a path component is a PCI address, `DDDD:BB:DD.F`.
+fn is_pci_address(name: &str) -> bool {
+    routing_id(name).is_some() && name.len() == 12
 }
 
 /// Everything found, and the devices that could not be read.
@@ -259,10 +299,15 @@ impl Sysfs {
         &self.root
     }
 
-    /// `<root>/bus/pci/devices/<address>`.
+    /// `<root>/bus/pci/devices/<address>`, or for an auxiliary device
+    /// name (it has no `:`) `<root>/bus/auxiliary/devices/<name>`.
     #[must_use]
     pub fn device_dir(&self, address: &str) -> PathBuf {
-        self.root.join("bus/pci/devices").join(address)
+        if address.contains(':') {
+            self.root.join("bus/pci/devices").join(address)
+        } else {
+            self.root.join("bus/auxiliary/devices").join(address)
+        }
     }
 
     /// `<root>/class/net/<ifname>`.
@@ -329,7 +374,7 @@ impl Sysfs {
         Self::read(&self.netdev_dir(ifname).join(attr)).filter(|s| !s.is_empty())
     }
 
-    /// The netdevs of a PCI device, sorted.
+    /// The netdevs of a PCI or auxiliary device, sorted.
     #[must_use]
     pub fn netdevs(&self, address: &str) -> Vec<String> {
         Self::list(&self.device_dir(address).join("net"))
@@ -516,27 +561,102 @@ impl Sysfs {
                 self.uverbs(address)
             },
             rdma,
+            aux_type: None,
         })
     }
 
-    /// Every PCI device. A device that cannot be read is in
-    /// [`Scan::errors`]; the others are still there.
+    /// The auxiliary devices that sit directly under a PCI device, from one
+    /// listing of `bus/auxiliary/devices` (each entry links to
+    /// `devices/.../<parent BDF>/<name>`): `(parent, name)`, sorted.
+    /// Nested ones (`mlx5_core.eth.4` under `mlx5_core.sf.4`) are left out,
+    /// as upstream lists only a PCI device's own children.
+    fn aux_children(&self) -> Vec<(String, String)> {
+        let dir = self.root.join("bus/auxiliary/devices");
+        let mut out: Vec<(String, String)> = Self::list(&dir)
+            .into_iter()
+            .filter(|n| aux_type(n).is_some())
+            .filter_map(|n| {
+                let target = fs::read_link(dir.join(&n)).ok()?;
+                let parent = target.parent()?.file_name()?.to_string_lossy().into_owned();
+                is_pci_address(&parent).then_some((parent, n))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// An auxiliary device of `parent` as a pool candidate; see
+    /// [`PciDevice::aux_type`].
+    fn read_aux(&self, parent: &PciDevice, name: &str, pf_netdev: Option<String>) -> PciDevice {
+        let dir = self.device_dir(name);
+        let netdevs = self.netdevs(name);
+        let link_type = netdevs.first().and_then(|n| {
+            self.netdev_attr(n, "type")
+                .and_then(|t| t.parse().ok())
+                .map(link_type_name)
+        });
+        let rdma = Self::list(&dir.join("infiniband"));
+        PciDevice {
+            address: name.to_owned(),
+            iommu_group: None,
+            noiommu: false,
+            sriov: None,
+            pf: Some(PfRef {
+                address: parent.address.clone(),
+                vf_index: Self::read(&dir.join("sfnum")).and_then(|s| s.parse().ok()),
+                netdev: pf_netdev,
+                representor: None,
+            }),
+            netdevs,
+            link_type,
+            uverbs: if rdma.is_empty() {
+                Vec::new()
+            } else {
+                self.uverbs(name)
+            },
+            rdma,
+            aux_type: aux_type(name).map(str::to_owned),
+            ..parent.clone()
+        }
+    }
+
+    /// Every PCI device, and every auxiliary device right under one (after
+    /// its parent). A device that cannot be read is in [`Scan::errors`];
+    /// the others are still there.
     ///
     /// # Errors
     /// Only when the device list itself cannot be read.
     pub fn scan(&self) -> Result<Scan, SysfsError> {
         let mut scan = Scan::default();
         let mut pfs = HashMap::new();
+        let mut aux: HashMap<String, Vec<String>> = HashMap::new();
+        for (parent, name) in self.aux_children() {
+            aux.entry(parent).or_default().push(name);
+        }
         for address in self.pci_addresses()? {
             match self.read_device(&address, &mut pfs) {
-                Ok(d) => scan.devices.push(d),
+                Ok(d) => {
+                    let children = aux.remove(&address).unwrap_or_default();
+                    let pf_netdev = if children.is_empty() {
+                        None
+                    } else {
+                        self.pf_netdev(&address)
+                    };
+                    let subs: Vec<PciDevice> = children
+                        .iter()
+                        .map(|n| self.read_aux(&d, n, pf_netdev.clone()))
+                        .collect();
+                    scan.devices.push(d);
+                    scan.devices.extend(subs);
+                }
                 Err(e) => scan.errors.push((address, e)),
             }
         }
         Ok(scan)
     }
 
-    /// The `uverbs` character devices of an RDMA-capable PCI device
+    /// The `uverbs` character devices of an RDMA-capable PCI or auxiliary
+    /// device
     /// (`infiniband_verbs/uverbs<N>`), as `/dev/infiniband/...` paths.
     #[must_use]
     pub fn uverbs(&self, address: &str) -> Vec<String> {
@@ -583,6 +703,18 @@ mod tests {
         assert_eq!(representor_vf("pf0"), None);
         assert!(is_uplink_port("p0") && is_uplink_port("p12"));
         assert!(!is_uplink_port("pf0vf1") && !is_uplink_port("p"));
+    }
+
+    #[test]
+    fn aux_names() {
+        assert_eq!(aux_type("mlx5_core.sf.4"), Some("sf"));
+        assert_eq!(aux_type("mlx5_core.eth.0"), Some("eth"));
+        assert_eq!(aux_type("mlx5_core.sf"), None);
+        assert_eq!(aux_type("mlx5_core.sf.x"), None);
+        assert_eq!(aux_type("a.b.1.2"), None);
+        assert_eq!(aux_type("0000:03:00.0"), None);
+        assert!(is_pci_address("0000:03:00.0"));
+        assert!(!is_pci_address("mlx5_core.sf.4") && !is_pci_address("pci0000:00"));
     }
 
     #[test]

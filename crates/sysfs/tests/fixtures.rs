@@ -147,3 +147,74 @@ fn numa_two_noiommu_and_one_corrupt_device() {
     assert_eq!((dpdk.iommu_group, dpdk.noiommu), (Some(300), true));
     assert_eq!(dpdk.pf.as_ref().unwrap().vf_index, Some(5));
 }
+
+#[test]
+fn subfunctions_are_found_under_their_pf_with_their_sf_number() {
+    let fake = FakeSysfs::new();
+    // A ConnectX-5 in switchdev mode, NUMA 1: its netdev is the uplink.
+    fake.pf(PfSpec {
+        numa_node: 1,
+        ..PfSpec::connectx5()
+    });
+    fake.switchdev_representor(DEFAULT_PF_BDF, RepresentorSpec::vf("a_rep0", 0, 0));
+    // Auxiliary ids are the bus's; SF numbers are the user's.
+    let sf88 = fake.sf(DEFAULT_PF_BDF, 2, 88, Some("enp59s0f0s88"), true);
+    let sf7 = fake.sf(DEFAULT_PF_BDF, 3, 7, None, false);
+    // The PF's own Ethernet auxiliary device, and one nested under the SF
+    // (as mlx5 makes them): the first is a candidate of another type, the
+    // second is not a PCI device's child and is left out.
+    let pf_dir = fake.device_dir(DEFAULT_PF_BDF);
+    let aux = fake.root().join("bus/auxiliary/devices");
+    for rel in ["mlx5_core.eth.0", "mlx5_core.sf.2/mlx5_core.eth.2"] {
+        std::fs::create_dir_all(pf_dir.join(rel)).unwrap();
+        let name = rel.rsplit('/').next().unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../../devices/pci0000:00/{DEFAULT_PF_BDF}/{rel}"),
+            aux.join(name),
+        )
+        .unwrap();
+    }
+
+    let scan = Sysfs::new(fake.root()).scan().unwrap();
+    assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+    let addrs: Vec<&str> = scan.devices.iter().map(|d| d.address.as_str()).collect();
+    assert_eq!(
+        addrs,
+        [
+            DEFAULT_PF_BDF,
+            "mlx5_core.eth.0",
+            "mlx5_core.sf.2",
+            "mlx5_core.sf.3"
+        ]
+    );
+    let by = |a: &str| scan.devices.iter().find(|d| d.address == a).unwrap();
+    let sf = by(&sf88);
+    assert_eq!(sf.aux_type.as_deref(), Some("sf"));
+    assert_eq!(sf.pci_address(), DEFAULT_PF_BDF);
+    assert_eq!(
+        sf.pf,
+        Some(PfRef {
+            address: DEFAULT_PF_BDF.into(),
+            vf_index: Some(88),
+            netdev: Some("enp59s0f0np0".into()),
+            representor: None
+        })
+    );
+    // The parent's IDs, class, driver and NUMA node; its own netdev and RDMA.
+    assert_eq!((sf.vendor.as_str(), sf.device.as_str()), ("15b3", "1017"));
+    assert_eq!(sf.base_class(), 0x02);
+    assert_eq!(sf.driver.as_deref(), Some("mlx5_core"));
+    assert_eq!(sf.numa_node, Some(1));
+    assert_eq!((sf.iommu_group, &sf.sriov), (None, &None));
+    assert_eq!(sf.netdevs, ["enp59s0f0s88"]);
+    assert_eq!(sf.link_type.as_deref(), Some("ether"));
+    assert_eq!(sf.rdma, ["mlx5_2"]);
+    assert_eq!(sf.uverbs, ["/dev/infiniband/uverbs2"]);
+    let bare = by(&sf7);
+    assert_eq!(bare.pf.as_ref().unwrap().vf_index, Some(7));
+    assert!(bare.netdevs.is_empty() && bare.rdma.is_empty());
+    assert_eq!(by("mlx5_core.eth.0").aux_type.as_deref(), Some("eth"));
+    // The PF is still itself.
+    assert_eq!(by(DEFAULT_PF_BDF).aux_type, None);
+    assert_eq!(by(DEFAULT_PF_BDF).netdevs, ["a_rep0", "enp59s0f0np0"]);
+}

@@ -29,6 +29,10 @@
 //!     net/<ifname>/ address operstate mtu ifindex type
 //!                   phys_port_name phys_switch_id    (only when set)
 //!                   device -> ../../../<BDF>
+//!     <drv>.sf.<id>/  sfnum                          (subfunction)
+//!         net/<ifname>/ ... device -> ../..
+//!         infiniband/<rdma dev>/  infiniband_verbs/uverbs<N>/
+//! <root>/bus/auxiliary/devices/<drv>.sf.<id> -> ../../../devices/pci0000:00/<BDF>/<drv>.sf.<id>
 //! ```
 //!
 //! File formats follow the kernel's show functions; references are to
@@ -503,6 +507,13 @@ impl FakeSysfs {
     ///
     /// If the device is missing, the name is taken, or on an I/O error.
     pub fn add_netdev(&self, bdf: &str, spec: NetdevSpec) -> PathBuf {
+        self.netdev_under(bdf, &format!("../../../{bdf}"), spec)
+    }
+
+    /// A netdev under the device at `<root>/devices/pci0000:00/<rel>`
+    /// (`<BDF>` or `<BDF>/<aux device>`), its `device` link `device_link`.
+    fn netdev_under(&self, rel: &str, device_link: &str, spec: NetdevSpec) -> PathBuf {
+        let bdf = rel;
         let dev_dir = self.device_dir(bdf);
         assert!(dev_dir.is_dir(), "no device {bdf} in fake sysfs");
         assert!(
@@ -544,12 +555,61 @@ impl FakeSysfs {
         if let Some(id) = spec.phys_switch_id {
             write(&dir.join("phys_switch_id"), &format!("{id}\n"));
         }
-        link(&format!("../../../{bdf}"), &dir.join("device"));
+        link(device_link, &dir.join("device"));
         link(
             &format!("../../{PCI_ROOT}/{bdf}/net/{}", spec.ifname),
             &class,
         );
         dir
+    }
+
+    /// Adds subfunction `mlx5_core.sf.<id>` under the PF at `pf_bdf`, as
+    /// mlx5's SF driver shows one: an auxiliary device (its `id` is the
+    /// auxiliary bus's, not the SF number) with `sfnum`, a netdev when
+    /// `ifname` is given, and an RDMA device `mlx5_<id>` with
+    /// `uverbs<id>` when `rdma` is set. Returns the auxiliary device name.
+    ///
+    /// # Panics
+    ///
+    /// If the PF is missing or the SF exists, or on an I/O error.
+    pub fn sf(
+        &self,
+        pf_bdf: &str,
+        id: u32,
+        sfnum: u32,
+        ifname: Option<&str>,
+        rdma: bool,
+    ) -> String {
+        let name = format!("mlx5_core.sf.{id}");
+        let rel = format!("{pf_bdf}/{name}");
+        let dir = self.device_dir(&rel);
+        assert!(
+            self.device_dir(pf_bdf).is_dir(),
+            "no device {pf_bdf} in fake sysfs"
+        );
+        assert!(!dir.exists(), "{name} already exists in fake sysfs");
+        mkdir(&dir);
+        write(&dir.join("sfnum"), &format!("{sfnum}\n"));
+        mkdir(&self.root().join("bus/auxiliary/devices"));
+        link(
+            &format!("../../../{PCI_ROOT}/{rel}"),
+            &self.root().join("bus/auxiliary/devices").join(&name),
+        );
+        if let Some(ifname) = ifname {
+            self.netdev_under(
+                &rel,
+                "../..",
+                NetdevSpec {
+                    ifname: ifname.to_owned(),
+                    ..NetdevSpec::default()
+                },
+            );
+        }
+        if rdma {
+            mkdir(&dir.join(format!("infiniband/mlx5_{id}")));
+            mkdir(&dir.join(format!("infiniband_verbs/uverbs{id}")));
+        }
+        name
     }
 
     /// Adds a switchdev representor netdev under the PF at `pf_bdf`.
