@@ -348,6 +348,25 @@ static __always_inline void parse(struct __sk_buff *skb, struct px_key *k)
 	}
 }
 
+/* The flow of subtable id for key, or NULL; *missing when the mask itself
+ * is not there. */
+static __always_inline struct px_flow *probe_mask(__u32 id, struct px_key *key,
+						 struct px_lookup *probe, int *missing)
+{
+	__u64 *src = (__u64 *)key, *dst = (__u64 *)&probe->key;
+	__u64 *m = bpf_map_lookup_elem(&px_masks, &id);
+	int w;
+
+	*missing = !m;
+	if (!m)
+		return NULL;
+	probe->mask_id = id;
+#pragma clang loop unroll(full)
+	for (w = 0; w < PX_KEY_WORDS; w++)
+		dst[w] = src[w] & m[w];
+	return bpf_map_lookup_elem(&px_flows, probe);
+}
+
 /* The best flow of one (port, table) for key, or NULL; its subtable in
  * *mask_out. */
 static __always_inline struct px_flow *search(__u32 gen, struct px_lookup *lk,
@@ -366,25 +385,18 @@ static __always_inline struct px_flow *search(__u32 gen, struct px_lookup *lk,
 	if (!t)
 		return NULL;
 	for (i = 0; i < PX_MAX_MASKS; i++) {
-		__u64 *src = (__u64 *)&lk->key, *dst = (__u64 *)&probe->key;
 		struct px_flow *f;
-		__u64 *m;
+		int missing;
 		__u32 id;
-		int w;
 
 		if (i >= t->n_masks)
 			break;
 		if (best && best_prio >= t->max_prio[i])
 			break;
 		id = t->mask_id[i];
-		m = bpf_map_lookup_elem(&px_masks, &id);
-		if (!m)
+		f = probe_mask(id, &lk->key, probe, &missing);
+		if (missing)
 			break;
-		probe->mask_id = id;
-#pragma clang loop unroll(full)
-		for (w = 0; w < PX_KEY_WORDS; w++)
-			dst[w] = src[w] & m[w];
-		f = bpf_map_lookup_elem(&px_flows, probe);
 		if (f && (!best || f->priority > best_prio)) {
 			best = f;
 			best_prio = f->priority;
@@ -426,19 +438,11 @@ static __always_inline struct px_flow *lookup(__u32 gen, __u32 epoch, struct px_
 		for (w = 0; w < PX_KEY_WORDS; w++)
 			diff |= ck[w] ^ src[w];
 		if (!diff) {
-			__u64 *dst = (__u64 *)&probe->key, *m;
-			__u32 id = c->mask_id;
+			int missing;
 
-			if (id == PX_CACHE_MISS)
+			if (c->mask_id == PX_CACHE_MISS)
 				return NULL;
-			m = bpf_map_lookup_elem(&px_masks, &id);
-			if (!m)
-				return NULL;
-			probe->mask_id = id;
-#pragma clang loop unroll(full)
-			for (w = 0; w < PX_KEY_WORDS; w++)
-				dst[w] = src[w] & m[w];
-			return bpf_map_lookup_elem(&px_flows, probe);
+			return probe_mask(c->mask_id, &lk->key, probe, &missing);
 		}
 	}
 	count(PX_SLOT_CACHE_MISS, 0);

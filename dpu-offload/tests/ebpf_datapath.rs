@@ -11,7 +11,7 @@ use plexus_dpu_offload::{
     parse::parse_flows,
 };
 use plexus_netlink::Netlink;
-use plexus_testkit::{BpfFs, NetNs};
+use plexus_testkit::{BpfFs, NetNs, pin_to_cpu};
 
 /// A switch namespace with `n` representors `rep0..`, each the peer of
 /// `eth0` in its own VF namespace with 10.9.0.(i+1)/24 and MAC
@@ -429,15 +429,7 @@ fn two_microflows_in_one_cache_slot_each_get_their_own_flow() {
         // One CPU: the cache is per CPU, and the slot must be shared.
         std::thread::scope(|s| {
             s.spawn(|| {
-                // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
-                unsafe {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(0, &mut set);
-                    assert_eq!(
-                        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-                        0
-                    );
-                }
+                pin_to_cpu(0);
                 for sock in order {
                     let port = if std::ptr::eq(*sock, &a) { 5000 } else { 5001 };
                     sock.send_to(b"x", format!("10.9.0.2:{port}")).unwrap();

@@ -37,7 +37,7 @@ use plexus_dpu_offload::{
 };
 use plexus_e2e::bench::{flow_table, median, ms, table};
 use plexus_netlink::Netlink;
-use plexus_testkit::{BpfFs, NetNs, RawSocket};
+use plexus_testkit::{BpfFs, NetNs, RawSocket, pin_to_cpu};
 
 const RUNS: usize = 11;
 const ROUNDS: usize = 15;
@@ -197,22 +197,10 @@ fn blast(ns: &NetNs, sock: &RawSocket, frame: &[u8]) -> f64 {
     (n - (tx_dropped(ns) - dropped)) as f64 / secs
 }
 
-/// Runs the caller on CPU 0 only: the sender and the softirq work its
-/// frames cause then share one CPU in every configuration.
-fn pin_to_cpu0() {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
-}
-
 fn datapath_pps() -> Vec<(&'static str, f64)> {
-    pin_to_cpu0();
+    // The sender and the softirq work its frames cause share one CPU in
+    // every configuration.
+    pin_to_cpu(0);
     let gen_ns = NetNs::with_prefix("bench-gen").unwrap();
     let dut = NetNs::with_prefix("bench-dut").unwrap();
     gen_ns.sh(

@@ -240,6 +240,14 @@ pub fn representor_vf(port_name: &str) -> Option<(u32, u32)> {
     Some((pf.parse().ok()?, vf.parse().ok()?))
 }
 
+/// What a device offers the network: see [`PciDevice`]'s fields.
+struct Ports {
+    netdevs: Vec<String>,
+    link_type: Option<String>,
+    rdma: Vec<String>,
+    uverbs: Vec<String>,
+}
+
 /// What a scan reads once per PF.
 #[derive(Debug, Clone)]
 struct PfInfo {
@@ -520,12 +528,7 @@ impl Sysfs {
                 address: pf_addr,
             }
         });
-        let netdevs = self.netdevs(address);
-        let link_type = netdevs.first().and_then(|n| {
-            self.netdev_attr(n, "type")
-                .and_then(|t| t.parse().ok())
-                .map(link_type_name)
-        });
+        let ports = self.ports(address);
         let driver = self.driver(address);
         // The no-IOMMU flag only matters to VFIO users; reading it for
         // every kernel-driver VF is a wasted open.
@@ -538,7 +541,6 @@ impl Sysfs {
                 false,
             )
         };
-        let rdma = Self::list(&dir.join("infiniband"));
         Ok(PciDevice {
             address: address.to_owned(),
             vendor,
@@ -553,16 +555,33 @@ impl Sysfs {
             acpi_index: Self::read(&dir.join("acpi_index")).filter(|s| !s.is_empty()),
             sriov,
             pf,
+            netdevs: ports.netdevs,
+            link_type: ports.link_type,
+            rdma: ports.rdma,
+            uverbs: ports.uverbs,
+            aux_type: None,
+        })
+    }
+
+    /// A PCI or auxiliary device's netdevs, link type and RDMA devices.
+    fn ports(&self, id: &str) -> Ports {
+        let netdevs = self.netdevs(id);
+        let link_type = netdevs.first().and_then(|n| {
+            self.netdev_attr(n, "type")
+                .and_then(|t| t.parse().ok())
+                .map(link_type_name)
+        });
+        let rdma = Self::list(&self.device_dir(id).join("infiniband"));
+        Ports {
             netdevs,
             link_type,
             uverbs: if rdma.is_empty() {
                 Vec::new()
             } else {
-                self.uverbs(address)
+                self.uverbs(id)
             },
             rdma,
-            aux_type: None,
-        })
+        }
     }
 
     /// The auxiliary devices that sit directly under a PCI device, from one
@@ -588,14 +607,8 @@ impl Sysfs {
     /// An auxiliary device of `parent` as a pool candidate; see
     /// [`PciDevice::aux_type`].
     fn read_aux(&self, parent: &PciDevice, name: &str, pf_netdev: Option<String>) -> PciDevice {
-        let dir = self.device_dir(name);
-        let netdevs = self.netdevs(name);
-        let link_type = netdevs.first().and_then(|n| {
-            self.netdev_attr(n, "type")
-                .and_then(|t| t.parse().ok())
-                .map(link_type_name)
-        });
-        let rdma = Self::list(&dir.join("infiniband"));
+        let sfnum = Self::read(&self.device_dir(name).join("sfnum"));
+        let ports = self.ports(name);
         PciDevice {
             address: name.to_owned(),
             iommu_group: None,
@@ -603,18 +616,14 @@ impl Sysfs {
             sriov: None,
             pf: Some(PfRef {
                 address: parent.address.clone(),
-                vf_index: Self::read(&dir.join("sfnum")).and_then(|s| s.parse().ok()),
+                vf_index: sfnum.and_then(|s| s.parse().ok()),
                 netdev: pf_netdev,
                 representor: None,
             }),
-            netdevs,
-            link_type,
-            uverbs: if rdma.is_empty() {
-                Vec::new()
-            } else {
-                self.uverbs(name)
-            },
-            rdma,
+            netdevs: ports.netdevs,
+            link_type: ports.link_type,
+            rdma: ports.rdma,
+            uverbs: ports.uverbs,
             aux_type: aux_type(name).map(str::to_owned),
             ..parent.clone()
         }

@@ -40,6 +40,6 @@ pub use apiserver::FakeApiServer;
 pub use bpffs::BpfFs;
 pub use kubelet::{FakeDeviceManager, FakeKubelet};
 pub use netns::{NetNs, netns_exists};
-pub use packet::{Frame, RawSocket};
+pub use packet::{Frame, RawSocket, pin_to_cpu};
 pub use sysfs::{FakeSysfs, NetdevSpec, PciDev, PfSpec, RepresentorSpec, VfSpec};
 pub use vf::{EmulatedVf, EmulatedVfSpec};
