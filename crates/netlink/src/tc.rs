@@ -1,5 +1,5 @@
-//! Traffic control: the `clsact` qdisc and raw filters (`RTM_*QDISC`,
-//! `RTM_*TFILTER`).
+//! Traffic control: the `clsact` qdisc, raw filters and empty chains
+//! (`RTM_*QDISC`, `RTM_*TFILTER`, `RTM_*CHAIN`).
 //!
 //! Owns the `struct tcmsg` header, the top-level `TCA_KIND`/`TCA_CHAIN`/
 //! `TCA_OPTIONS` attributes, and add/delete/dump of filters whose
@@ -48,6 +48,10 @@ pub const RTM_NEWTFILTER: u16 = 44;
 pub const RTM_DELTFILTER: u16 = 45;
 /// `RTM_GETTFILTER`.
 pub const RTM_GETTFILTER: u16 = 46;
+/// `RTM_NEWCHAIN` (Linux 4.19).
+pub const RTM_NEWCHAIN: u16 = 100;
+/// `RTM_GETCHAIN`.
+pub const RTM_GETCHAIN: u16 = 102;
 
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
@@ -222,6 +226,61 @@ pub fn filter_dump_request(ifindex: u32, parent: u32, chain: Option<u32>) -> Req
             "filter",
         ),
     )
+}
+
+fn chain_payload(ifindex: u32, parent: u32, chain: u32) -> Vec<u8> {
+    let mut p = tcmsg(ifindex, 0, parent, 0);
+    let mut w = AttrWriter::new();
+    w.put_u32(TCA_CHAIN, chain);
+    p.extend_from_slice(w.as_bytes());
+    p
+}
+
+/// `tc chain add dev X ingress|egress chain N`: an empty chain, which no
+/// packet visits unless a filter jumps to it, and which lives as long as
+/// the qdisc (or until deleted).
+pub fn chain_add_request(ifindex: u32, parent: u32, chain: u32) -> Request {
+    use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL};
+    Request::raw(
+        RTM_NEWCHAIN,
+        chain_payload(ifindex, parent, chain),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        Op::new(
+            format!("add chain {chain} on ifindex {ifindex} parent {parent:#x}"),
+            "chain",
+        ),
+    )
+}
+
+/// `tc chain get dev X ingress|egress chain N`.
+pub fn chain_get_request(ifindex: u32, parent: u32, chain: u32) -> Request {
+    Request::raw(
+        RTM_GETCHAIN,
+        chain_payload(ifindex, parent, chain),
+        0,
+        Op::new(
+            format!("get chain {chain} on ifindex {ifindex} parent {parent:#x}"),
+            "chain",
+        ),
+    )
+}
+
+/// Adds an empty chain.
+pub fn add_chain(nl: &mut Netlink, ifindex: u32, parent: u32, chain: u32) -> Result<()> {
+    nl.execute_raw(&chain_add_request(ifindex, parent, chain))
+        .map(drop)
+}
+
+/// Whether a chain exists on a hook. A missing chain and a missing qdisc
+/// are both `EINVAL` ("Cannot find specified filter chain", `tc_ctl_chain`
+/// in `net/sched/cls_api.c`): `false`.
+pub fn chain_exists(nl: &mut Netlink, ifindex: u32, parent: u32, chain: u32) -> Result<bool> {
+    match nl.execute_raw(&chain_get_request(ifindex, parent, chain)) {
+        Ok(_) => Ok(true),
+        Err(Error::Other(e)) if e.errno == libc::EINVAL => Ok(false),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// A filter as the kernel reports it (dump or `NLM_F_ECHO`), with the

@@ -514,6 +514,35 @@ fn clsact_and_u32_filters() {
 }
 
 #[test]
+fn empty_chains_live_and_die_with_the_qdisc() {
+    let (ns, mut nl) = ns("nl-chain");
+    let (a, _) = veth(&mut nl, "veth0", "veth1");
+    // No qdisc, no chain.
+    assert!(!tc::chain_exists(&mut nl, a, tc::PARENT_EGRESS, 0x0FFF_0001).unwrap());
+    tc::add_clsact(&mut nl, a).unwrap();
+    assert!(!tc::chain_exists(&mut nl, a, tc::PARENT_EGRESS, 0x0FFF_0001).unwrap());
+    tc::add_chain(&mut nl, a, tc::PARENT_EGRESS, 0x0FFF_0001).unwrap();
+    assert!(tc::chain_exists(&mut nl, a, tc::PARENT_EGRESS, 0x0FFF_0001).unwrap());
+    // Per hook and per index.
+    assert!(!tc::chain_exists(&mut nl, a, tc::PARENT_INGRESS, 0x0FFF_0001).unwrap());
+    assert!(!tc::chain_exists(&mut nl, a, tc::PARENT_EGRESS, 0x0FFF_0002).unwrap());
+    let e = tc::add_chain(&mut nl, a, tc::PARENT_EGRESS, 0x0FFF_0001).unwrap_err();
+    assert!(e.is_exists(), "{e}");
+    // tc sees it; no filter shows.
+    let shown = ns.sh("tc", &["chain", "show", "dev", "veth0", "egress"]);
+    assert!(shown.contains("chain 268369921"), "{shown}");
+    assert!(
+        tc::dump_filters(&mut nl, a, tc::PARENT_EGRESS, None)
+            .unwrap()
+            .is_empty()
+    );
+    // It goes with the qdisc.
+    tc::del_clsact(&mut nl, a).unwrap();
+    tc::add_clsact(&mut nl, a).unwrap();
+    assert!(!tc::chain_exists(&mut nl, a, tc::PARENT_EGRESS, 0x0FFF_0001).unwrap());
+}
+
+#[test]
 fn errors_name_the_operation_and_interface() {
     let (_ns, mut nl) = ns("nl-errors");
     veth(&mut nl, "veth0", "veth1");
@@ -552,24 +581,28 @@ fn errors_name_the_operation_and_interface() {
         "{e}"
     );
 
-    // This kernel has no cls_flower: ENOENT for a kind is "not supported",
-    // and the kernel's extended ack comes through.
+    // A classifier no kernel has (this machine's also lacks cls_flower,
+    // Debian's 6.1 and 6.12 have it): ENOENT for a kind is "not
+    // supported", and the kernel's extended ack comes through.
     let a = link::get_by_name(&mut nl, "veth0").unwrap().index;
     tc::add_clsact(&mut nl, a).unwrap();
-    let flower = TcFilter {
+    let unknown = TcFilter {
         ifindex: a,
         parent: tc::PARENT_INGRESS,
         priority: 1,
         protocol: tc::ETH_P_IP,
         handle: 0,
         chain: None,
-        kind: "flower".into(),
+        kind: "plexusnone".into(),
         options: Some(Vec::new()),
     };
-    let e = tc::add_filter(&mut nl, &flower).unwrap_err();
+    let e = tc::add_filter(&mut nl, &unknown).unwrap_err();
     assert!(e.is_not_supported(), "{e}");
     assert_eq!(e.ext_ack(), Some("TC classifier not found"));
-    assert!(e.to_string().contains("add flower filter pref 1"), "{e}");
+    assert!(
+        e.to_string().contains("add plexusnone filter pref 1"),
+        "{e}"
+    );
 }
 
 #[test]
