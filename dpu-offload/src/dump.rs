@@ -205,8 +205,14 @@ pub fn decode_options(
         })
     });
     let mut unknown = Vec::new();
-    let (matches, fl, in_hw_count) = decode_keys(keys, &mut unknown);
-    let mut d = ActionDecoder::default();
+    let (matches, fl, in_hw_count) = decode_keys(keys, entry.protocol, &mut unknown);
+    let mut d = ActionDecoder {
+        matched_vid: match matches.vlan {
+            Some(VlanMatch::Tagged { vid, .. }) => vid,
+            _ => None,
+        },
+        ..ActionDecoder::default()
+    };
     for a in tc_actions {
         d.action(a, &port, &mut unknown);
     }
@@ -244,7 +250,14 @@ fn masked_ip(v: IpAddr, m: IpAddr) -> Option<Masked<IpAddr>> {
     Some(Masked { value: v, mask: m })
 }
 
-fn decode_keys(keys: &[K], unknown: &mut Vec<String>) -> (Match, u32, Option<u32>) {
+/// The match of a filter from its keys and its `tcm_info` protocol.
+///
+/// A VLAN match shows up two ways. What we send (and `tc` sends) carries
+/// `KEY_ETH_TYPE` 802.1Q and the inner type in `KEY_VLAN_ETH_TYPE`; what
+/// the kernel dumps back carries the 802.1Q only as the filter's protocol,
+/// and `KEY_ETH_TYPE` holds the inner type when there is one (`fl_dump_key`
+/// writes `basic.n_proto`, which `fl_set_key` set to the inner type).
+fn decode_keys(keys: &[K], protocol: u16, unknown: &mut Vec<String>) -> (Match, u32, Option<u32>) {
     let mut m = Match::default();
     let (mut fl, mut hw_count) = (0, None);
     let (mut eth_type, mut vlan_eth) = (None, None);
@@ -332,9 +345,9 @@ fn decode_keys(keys: &[K], unknown: &mut Vec<String>) -> (Match, u32, Option<u32
             other => unknown.push(format!("{other:?}")),
         }
     }
-    if eth_type == Some(ETH_8021Q) {
+    if eth_type == Some(ETH_8021Q) || protocol == ETH_8021Q {
         m.vlan = Some(VlanMatch::Tagged { vid, pcp });
-        m.dl_type = vlan_eth;
+        m.dl_type = vlan_eth.or(eth_type.filter(|t| *t != ETH_8021Q));
     } else {
         m.dl_type = eth_type;
     }
@@ -343,6 +356,8 @@ fn decode_keys(keys: &[K], unknown: &mut Vec<String>) -> (Match, u32, Option<u32
 
 #[derive(Default)]
 struct ActionDecoder {
+    /// The VLAN id the filter matches, if any.
+    matched_vid: Option<u16>,
     actions: Vec<Action>,
     counters: Counters,
     installed: Option<f64>,
@@ -446,17 +461,31 @@ impl ActionDecoder {
                 let tpid = raw(act::VLAN_PROTOCOL)
                     .and_then(|b| Some(u16::from_be_bytes(b.get(..2)?.try_into().ok()?)));
                 let pcp = raw(act::VLAN_PRIORITY).and_then(|b| b.first().copied());
-                match v_action {
-                    Some(act::VLAN_POP) => self.actions.push(Action::StripVlan),
-                    Some(act::VLAN_PUSH) => self
-                        .actions
-                        .push(Action::PushVlan(tpid.unwrap_or(ETH_8021Q))),
-                    Some(act::VLAN_MODIFY) => {}
+                // Since Linux 5.13 (act_vlan "Fix modify to allow 0") a
+                // push always dumps its priority, 0 when none was given (the
+                // same tag either way), while a modify dumps one only when
+                // it was given, and then 0 is a real rewrite. A modify always
+                // carries a vid; the compiler gives the matched one when only
+                // the priority changes, which is no rewrite of the vid.
+                let (vid, pcp) = match v_action {
+                    Some(act::VLAN_POP) => {
+                        self.actions.push(Action::StripVlan);
+                        (None, None)
+                    }
+                    Some(act::VLAN_PUSH) => {
+                        self.actions
+                            .push(Action::PushVlan(tpid.unwrap_or(ETH_8021Q)));
+                        (vid, pcp.filter(|p| *p != 0))
+                    }
+                    Some(act::VLAN_MODIFY) => (
+                        vid.filter(|v| Some(*v) != self.matched_vid || pcp.is_none()),
+                        pcp,
+                    ),
                     other => {
                         unknown.push(format!("vlan action {other:?}"));
                         return;
                     }
-                }
+                };
                 if let Some(v) = vid {
                     self.actions.push(Action::SetVlanVid(v));
                 }

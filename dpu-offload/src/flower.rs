@@ -888,7 +888,10 @@ fn write_action(w: &mut AttrWriter, tab: u16, a: &TcAct, last: bool, cookie: &[u
                 if let Some(t) = tpid {
                     w.put_u16_be(act::VLAN_PROTOCOL, t);
                 }
-                if let Some(p) = pcp {
+                // A push without a priority pushes priority 0, and the
+                // kernel dumps 0 either way: leave it out, so that what we
+                // send is what a dump decodes back to (see dump.rs).
+                if let Some(p) = pcp.filter(|p| v_action != act::VLAN_PUSH || *p != 0) {
                     w.put_u8(act::VLAN_PRIORITY, p);
                 }
             }
