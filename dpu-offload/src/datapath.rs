@@ -623,7 +623,8 @@ fn attachment(nl: &mut Netlink, ifindex: u32) -> Result<Option<Attachment>> {
 }
 
 /// Removes the classifier from a port, and the port's clsact when Plexus
-/// created it and nothing else is on it.
+/// created it (this run's record, and the qdisc's own mark) and nothing
+/// else is on it.
 fn detach(nl: &mut Netlink, ifindex: u32, created_clsact: bool) -> Result<()> {
     match tc::del_filter(nl, &filter(ifindex, None)) {
         Err(e) if e.is_not_found() => {}
@@ -916,10 +917,10 @@ impl Datapath {
         let fd = self.prog_fd();
         for &p in ports {
             if !attached.contains_key(&p) {
-                let flags = match tc::add_clsact(nl, p) {
-                    Ok(()) => PORT_CREATED_CLSACT,
-                    Err(e) if e.is_exists() => 0,
-                    Err(e) => return Err(e.into()),
+                let flags = if crate::install::create_clsact(nl, p)? {
+                    PORT_CREATED_CLSACT
+                } else {
+                    0
                 };
                 new_ports.push((p, flags));
                 self.maps

@@ -388,12 +388,8 @@ fn add_all(
     let mut has_clsact: HashSet<u32> = HashSet::new();
     for c in to_add {
         let flow = &flows[c.index];
-        if has_clsact.insert(c.ifindex) {
-            match tc::add_clsact(nl, c.ifindex) {
-                Ok(()) => created.push(c.ifindex),
-                Err(e) if e.is_exists() => {}
-                Err(e) => return Err(e.into()),
-            }
+        if has_clsact.insert(c.ifindex) && create_clsact(nl, c.ifindex)? {
+            created.push(c.ifindex);
         }
         let filter = c.filter();
         let entry = match tc::add_filter_echo(nl, &filter) {
@@ -536,15 +532,48 @@ pub fn delete_selected(
     }
 }
 
-/// Removes a port's clsact when neither hook holds a filter any more.
+/// The mark of a clsact qdisc Plexus created: an empty chain of this index
+/// on its egress hook (`tc chain show dev X egress` lists it). No filter
+/// jumps to it, so no packet ever visits it, and it lives exactly as long
+/// as the qdisc: whoever looks later (another run, the agent after a
+/// restart, the other back end) can tell Plexus's qdisc from someone
+/// else's, which stays even when it holds nothing. "PLX" in ASCII; chain
+/// indexes go up to `0x0FFF_FFFF`, flow tables use 0 to 254.
+pub const OWNER_CHAIN: u32 = 0x0050_4C58;
+
+/// Adds a port's clsact and marks it as Plexus's; `false` when the port
+/// already had one (someone else's, or ours from before).
+pub(crate) fn create_clsact(nl: &mut Netlink, ifindex: u32) -> Result<bool, plexus_netlink::Error> {
+    match tc::add_clsact(nl, ifindex) {
+        Ok(()) => {}
+        Err(e) if e.is_exists() => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    if let Err(e) = tc::add_chain(nl, ifindex, PARENT_EGRESS, OWNER_CHAIN) {
+        let _ = tc::del_clsact(nl, ifindex);
+        return Err(e);
+    }
+    Ok(true)
+}
+
+/// Removes a port's clsact when Plexus created it (see [`OWNER_CHAIN`]) and
+/// neither hook holds a filter any more.
 pub(crate) fn remove_clsact_if_empty(
     nl: &mut Netlink,
     ifindex: u32,
 ) -> Result<(), plexus_netlink::Error> {
     for parent in [PARENT_INGRESS, PARENT_EGRESS] {
-        if !tc::dump_filters(nl, ifindex, parent, None)?.is_empty() {
-            return Ok(());
+        match tc::dump_filters(nl, ifindex, parent, None) {
+            Ok(f) if f.is_empty() => {}
+            Ok(_) => return Ok(()),
+            // No clsact any more, or no link.
+            Err(plexus_netlink::Error::Other(e)) if e.errno == libc::EINVAL => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
         }
+    }
+    if !tc::chain_exists(nl, ifindex, PARENT_EGRESS, OWNER_CHAIN)? {
+        return Ok(());
     }
     match tc::del_clsact(nl, ifindex) {
         Err(e) if e.is_not_found() => Ok(()),
