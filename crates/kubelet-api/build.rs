@@ -1,5 +1,5 @@
-//! Generates the kubelet API bindings from `proto/` (client and server, so
-//! tests can stand in for the kubelet with the real protocol).
+//! Generates the kubelet and CRI bindings from `proto/` (client and server,
+//! so tests can stand in for the kubelet with the real protocol).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing reads the
@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/podresources/v1/api.proto",
                 "proto/deviceplugin/v1beta1/api.proto",
                 "proto/pluginregistration/v1/api.proto",
+                "proto/runtime/v1/api.proto",
             ],
             &["proto"],
         )?;

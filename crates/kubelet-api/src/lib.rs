@@ -1,10 +1,13 @@
 //! The kubelet's gRPC APIs (PodResources v1, device plugin v1beta1, plugin
-//! registration v1), generated from the `.proto` files in `proto/`
+//! registration v1) and the part of the CRI (runtime.v1) the kubelet uses
+//! to run pod sandboxes, generated from the `.proto` files in `proto/`
 //! (written from the published definitions; see the header of each), and
 //! gRPC over the unix sockets the kubelet uses.
 //!
-//! Both sides are generated: plexus is a client of PodResources, and tests
-//! stand in for the kubelet with a real server on a real socket.
+//! Both sides are generated: plexus is a client of PodResources, tests
+//! stand in for the kubelet with a real server on a real socket, and drive
+//! a real container runtime (containerd) through the CRI as the kubelet
+//! does.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,11 +60,31 @@ pub mod pluginregistration {
     }
 }
 
+/// The Container Runtime Interface (`k8s.io/cri-api/pkg/apis/runtime/v1`).
+pub mod runtime {
+    /// Version v1: `runtime.v1.RuntimeService`, the pod-sandbox calls.
+    #[allow(
+        missing_docs,
+        missing_debug_implementations,
+        clippy::all,
+        clippy::pedantic
+    )]
+    pub mod v1 {
+        tonic::include_proto!("runtime.v1");
+    }
+}
+
 /// The default PodResources socket of the kubelet.
 pub const POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
 
 /// A channel to a gRPC server on a unix socket. The socket is opened when
 /// the channel connects (here, before returning), within `connect_timeout`.
+///
+/// Requests carry `:authority: localhost`, as the kubelet's grpc-go sends
+/// since Kubernetes 1.26 (kubernetes PR 112597). Older kubelets, grpcurl,
+/// grpc-java and Python's grpcio send the socket path instead, which the
+/// HTTP/2 layer of tonic servers (h2) refuses with `RST_STREAM
+/// PROTOCOL_ERROR`: a test client must send what the kubelet sends.
 ///
 /// # Errors
 /// When the socket cannot be connected to.
@@ -70,9 +93,9 @@ pub async fn connect(
     connect_timeout: Duration,
 ) -> Result<Channel, tonic::transport::Error> {
     let path: PathBuf = path.to_owned();
-    // The URI is required by the API but never used: the connector below
-    // ignores it and dials the socket.
-    Endpoint::from_static("http://kubelet.invalid")
+    // The connector below ignores the URI and dials the socket; the URI's
+    // host is only the `:authority` pseudo-header.
+    Endpoint::from_static("http://localhost")
         .connect_timeout(connect_timeout)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
