@@ -213,10 +213,22 @@ pub fn generate(
     if let Some(k) = kubeconfig_host_path {
         plugin["kubeconfig"] = json!(k);
     }
+    // Capabilities named in the extra keys join the master's: a node that
+    // wants `io.kubernetes.cri.pod-annotations` (standalone mode under
+    // containerd) must not lose the master's `portMappings` for it.
+    if let Some(more) = extra.get("capabilities").and_then(Value::as_object) {
+        for (k, v) in more {
+            if v.as_bool() == Some(true) {
+                caps.insert(k.clone(), Value::Bool(true));
+            } else {
+                caps.remove(k);
+            }
+        }
+    }
     if !caps.is_empty() {
         plugin["capabilities"] = Value::Object(caps);
     }
-    for (k, v) in extra {
+    for (k, v) in extra.iter().filter(|(k, _)| *k != "capabilities") {
         plugin[k] = v.clone();
     }
     Ok(json!({"cniVersion": version, "name": network_name, "plugins": [plugin]}))
@@ -358,7 +370,8 @@ mod tests {
             {"type": "calico", "capabilities": {"ipRanges": false}},
             {"type": "portmap", "capabilities": {"portMappings": true}},
             {"type": "bandwidth", "capabilities": {"bandwidth": true}}]});
-        let extra = json!({"namespaceIsolation": true});
+        let extra = json!({"namespaceIsolation": true,
+            "capabilities": {"io.kubernetes.cri.pod-annotations": true, "bandwidth": false}});
         let c = generate(
             &master,
             Path::new("/etc/cni/net.d/10-calico.conflist"),
@@ -372,7 +385,8 @@ mod tests {
             json!({"cniVersion": "0.4.0", "name": "multus-cni-network", "plugins": [{
                 "type": "plexus", "clusterNetwork": "/etc/cni/net.d/10-calico.conflist",
                 "kubeconfig": "/etc/cni/net.d/plexus.d/plexus.kubeconfig",
-                "capabilities": {"portMappings": true, "bandwidth": true},
+                "capabilities": {"portMappings": true,
+                    "io.kubernetes.cri.pod-annotations": true},
                 "namespaceIsolation": true}]})
         );
         // plexus itself reads what was generated.
