@@ -5,9 +5,11 @@
 //! or through libcni itself), never by calling library functions.
 
 pub mod bench;
+pub mod cri;
 pub mod meta;
 pub mod rbac;
 pub mod sriov;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -303,17 +303,7 @@ impl World {
         default_network: Option<&str>,
     ) -> Pod {
         let netns = NetNs::with_prefix("mc-pod").expect("pod netns");
-        let mut ann = Vec::new();
-        if let Some(n) = networks {
-            ann.push(("k8s.v1.cni.cncf.io/networks", n));
-        }
-        if let Some(d) = default_network {
-            ann.push(("v1.multus-cni.io/default-network", d));
-        }
-        let uid = match &self.api {
-            Some(api) => api.add_pod(namespace, name, &ann),
-            None => format!("uid-{name}"),
-        };
+        let uid = self.register_pod(namespace, name, &annotations(networks, default_network));
         Pod {
             container_id: format!("ctr-{name}-{}", netns.name()),
             netns,
@@ -322,6 +312,22 @@ impl World {
             uid,
             networks: networks.map(str::to_owned),
             default_network: default_network.map(str::to_owned),
+        }
+    }
+
+    /// A pod's identity: in API mode the pod object (with these
+    /// annotations) is created in the stand-in, which gives its UID; in
+    /// standalone mode the UID is `uid-<name>`.
+    #[must_use]
+    pub fn register_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+    ) -> String {
+        match &self.api {
+            Some(api) => api.add_pod(namespace, name, annotations),
+            None => format!("uid-{name}"),
         }
     }
 
@@ -468,6 +474,22 @@ impl World {
             .filter(|n| !matches!(n.as_str(), "lo" | MASTER | "mv0peer" | "plxbr0"))
             .collect()
     }
+}
+
+/// The networks and default-network annotations, as a pod carries them.
+#[must_use]
+pub fn annotations<'a>(
+    networks: Option<&'a str>,
+    default_network: Option<&'a str>,
+) -> Vec<(&'static str, &'a str)> {
+    let mut ann = Vec::new();
+    if let Some(n) = networks {
+        ann.push(("k8s.v1.cni.cncf.io/networks", n));
+    }
+    if let Some(d) = default_network {
+        ann.push(("v1.multus-cni.io/default-network", d));
+    }
+    ann
 }
 
 /// Links in a pod besides `lo`.
