@@ -43,3 +43,16 @@ pub use netns::{NetNs, netns_exists};
 pub use packet::{Frame, RawSocket, pin_to_cpu};
 pub use sysfs::{FakeSysfs, NetdevSpec, PciDev, PfSpec, RepresentorSpec, VfSpec};
 pub use vf::{EmulatedVf, EmulatedVfSpec};
+
+/// The running kernel's release (`uname -r`), for tests that say which
+/// kernel they ran on (the kernel matrix runs the same binaries on several).
+///
+/// # Panics
+/// When `/proc` is not mounted.
+#[must_use]
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .expect("/proc/sys/kernel/osrelease")
+        .trim()
+        .to_owned()
+}
