@@ -22,7 +22,9 @@
     reason = "the matrix and its progress are this tool's output"
 )]
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -157,6 +159,27 @@ fn write_metadata() -> Result<(), String> {
     )
 }
 
+/// Copies a child's output to ours as it comes.
+fn relay(
+    from: Option<Box<dyn Read + Send>>,
+    to_stderr: bool,
+) -> Option<std::thread::JoinHandle<()>> {
+    let mut from = from?;
+    Some(std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = if to_stderr {
+                std::io::stderr().write_all(&buf[..n])
+            } else {
+                std::io::stdout().write_all(&buf[..n])
+            };
+        }
+    }))
+}
+
 /// Boots `kernel` and runs the suite; returns its column of the matrix.
 fn run_vm(kernel: &Kernel, filter: &str, nextest: &Path, timeout: Duration) -> Column {
     let junit_dir = target_root().join("nextest/vm");
@@ -183,7 +206,7 @@ fn run_vm(kernel: &Kernel, filter: &str, nextest: &Path, timeout: Duration) -> C
         kernel.release,
         kernel.image.display()
     );
-    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _ = std::io::stdout().flush();
     let started = Instant::now();
     let mut child = Command::new("vng")
         .arg("--disable-kvm")
@@ -198,8 +221,19 @@ fn run_vm(kernel: &Kernel, filter: &str, nextest: &Path, timeout: Duration) -> C
         .arg(&guest)
         .current_dir(workspace())
         .stdin(Stdio::null())
+        // Through pipes, not our own stdout: virtme-ng reopens the
+        // console's output, which truncates it when it is a file (a CI
+        // log would lose everything printed before the VM booted).
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so that a timeout stops qemu too.
+        .process_group(0)
         .spawn()
         .expect("run vng (make setup installs virtme-ng)");
+    let relays = [
+        relay(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>), false),
+        relay(child.stderr.take().map(|o| Box::new(o) as Box<dyn Read + Send>), true),
+    ];
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait for vng") {
             break Some(s);
@@ -210,12 +244,16 @@ fn run_vm(kernel: &Kernel, filter: &str, nextest: &Path, timeout: Duration) -> C
                 kernel.release,
                 timeout.as_secs()
             );
-            let _ = child.kill();
+            // SAFETY: kill(2) of the process group we made for vng.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    for r in relays.into_iter().flatten() {
+        let _ = r.join();
+    }
     let secs = started.elapsed().as_secs_f64();
     let cases = std::fs::read_to_string(&junit).ok().map(|x| {
         let keep = metadata_dir().join(format!("{}.junit.xml", kernel.release));
