@@ -8,6 +8,7 @@
 //! - `PATCH /api/v1/namespaces/{ns}/pods/{name}/status` with
 //!   `application/merge-patch+json` (RFC 7386 applied to the stored pod)
 //! - `GET /apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}`
+//! - `POST /api/v1/namespaces/{ns}/events` (kept, see [`FakeApiServer::events`])
 //! - for cluster-scoped objects put in with [`FakeApiServer::put`] (nodes,
 //!   custom resources): `GET` of the collection (a list) and of one
 //!   object, and `PATCH .../{name}/status` (merge patch of the status
@@ -16,7 +17,7 @@
 //! Unknown objects are a 404 `Status`, other paths a 404 too, and every
 //! request is recorded. [`FakeApiServer::fail_next`] makes the next
 //! requests answer with an error code (409 to exercise conflict retries,
-//! 503 for an overloaded server); [`FakeApiServer::stop`] takes it off the
+//! 503 for an overloaded server, 403 for missing RBAC); [`FakeApiServer::stop`] takes it off the
 //! network so clients see "connection refused", like a server that is down.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -49,7 +50,10 @@ struct State {
     /// Cluster-scoped objects: collection path, then name.
     objects: BTreeMap<String, BTreeMap<String, Value>>,
     resource_version: u64,
-    failures: VecDeque<(Option<String>, u16)>,
+    /// Events created (`POST .../events`), in order.
+    events: Vec<Value>,
+    /// (method, path part, code): the next request matching both fails.
+    failures: VecDeque<(Option<String>, Option<String>, u16)>,
     log: Vec<Recorded>,
 }
 
@@ -152,9 +156,16 @@ impl FakeApiServer {
         std::fs::write(path, text).expect("write kubeconfig");
     }
 
-    /// Adds (or replaces) a pod with these annotations; returns its UID.
+    /// Adds (or replaces) a pod with these annotations; returns its UID,
+    /// a new one each time (a pod deleted and created again under the same
+    /// name is another pod).
     pub fn add_pod(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
-        let uid = format!("uid-{namespace}-{name}-{}", std::process::id());
+        let n = {
+            let mut st = self.lock();
+            st.resource_version += 1;
+            st.resource_version
+        };
+        let uid = format!("uid-{namespace}-{name}-{}-{n}", std::process::id());
         let ann: serde_json::Map<String, Value> = annotations
             .iter()
             .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
@@ -262,7 +273,42 @@ impl FakeApiServer {
     pub fn fail_next(&self, codes: &[u16]) {
         self.lock()
             .failures
-            .extend(codes.iter().map(|c| (None, *c)));
+            .extend(codes.iter().map(|c| (None, None, *c)));
+    }
+
+    /// The next `codes.len()` requests whose path contains `part` fail with
+    /// these codes, in order; other requests are served.
+    pub fn fail_next_path(&self, part: &str, codes: &[u16]) {
+        self.lock()
+            .failures
+            .extend(codes.iter().map(|c| (None, Some(part.to_owned()), *c)));
+    }
+
+    /// Forgets every failure not yet served.
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
+    }
+
+    /// Deletes a pod (as `kubectl delete pod` once it is gone).
+    pub fn remove_pod(&self, namespace: &str, name: &str) {
+        self.lock()
+            .pods
+            .remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    /// Sets (or, with `None`, removes) one annotation of a pod.
+    pub fn set_pod_annotation(&self, namespace: &str, name: &str, key: &str, value: Option<&str>) {
+        let mut st = self.lock();
+        if let Some(p) = st.pods.get_mut(&(namespace.to_owned(), name.to_owned())) {
+            match value {
+                Some(v) => p["metadata"]["annotations"][key] = v.into(),
+                None => {
+                    if let Some(a) = p["metadata"]["annotations"].as_object_mut() {
+                        a.remove(key);
+                    }
+                }
+            }
+        }
     }
 
     /// The next `codes.len()` requests with this method (`"PATCH"`) fail
@@ -270,7 +316,13 @@ impl FakeApiServer {
     pub fn fail_next_method(&self, method: &str, codes: &[u16]) {
         self.lock()
             .failures
-            .extend(codes.iter().map(|c| (Some(method.to_owned()), *c)));
+            .extend(codes.iter().map(|c| (Some(method.to_owned()), None, *c)));
+    }
+
+    /// The Events created so far (core/v1, as posted).
+    #[must_use]
+    pub fn events(&self) -> Vec<Value> {
+        self.lock().events.clone()
     }
 
     /// Every request so far.
@@ -330,12 +382,17 @@ fn handle(state: &Mutex<State>, mut req: tiny_http::Request) {
             content_type: content_type.clone(),
             body: body.clone(),
         });
-        let inject = st
-            .failures
-            .iter()
-            .position(|(m, _)| m.as_deref().is_none_or(|m| m == method));
-        if let Some(code) = inject.and_then(|i| st.failures.remove(i)).map(|(_, c)| c) {
+        let inject = st.failures.iter().position(|(m, p, _)| {
+            m.as_deref().is_none_or(|m| m == method)
+                && p.as_deref().is_none_or(|p| path.contains(p))
+        });
+        if let Some(code) = inject
+            .and_then(|i| st.failures.remove(i))
+            .map(|(_, _, c)| c)
+        {
             let reason = match code {
+                403 => "Forbidden",
+                404 => "NotFound",
                 409 => "Conflict",
                 500 => "InternalError",
                 _ => "ServiceUnavailable",
@@ -483,6 +540,21 @@ fn route(
                     status(404, "NotFound", &format!("pods \"{name}\" not found")),
                 ),
             }
+        }
+        ("POST", ["api", "v1", "namespaces", ns, "events"]) => {
+            let Ok(mut event) = serde_json::from_str::<Value>(body) else {
+                return (400, status(400, "BadRequest", "event is not JSON"));
+            };
+            if event["metadata"]["namespace"]
+                .as_str()
+                .is_some_and(|n| n != *ns)
+            {
+                return (400, status(400, "BadRequest", "namespace does not match"));
+            }
+            st.resource_version += 1;
+            event["metadata"]["resourceVersion"] = st.resource_version.to_string().into();
+            st.events.push(event.clone());
+            (201, event)
         }
         (
             "GET",
