@@ -251,6 +251,38 @@ fn kubeconfig_follows_the_token_as_it_rotates() {
 }
 
 #[test]
+fn a_deleted_config_or_kubeconfig_is_back_within_a_round() {
+    let node = Node::new();
+    fs::write(
+        node.tmp.path().join("net.d/10-ptp.conf"),
+        json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "ptp"}).to_string(),
+    )
+    .unwrap();
+    let mut args = node.args("10-ptp.conf");
+    args.extend(["--watch".into(), "--interval-ms".into(), "200".into()]);
+    let mut child = install(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let conflist = node.p("net.d/00-plexus.conflist");
+    let kubeconfig = node.p("net.d/plexus.d/plexus.kubeconfig");
+    assert!(eventually(10, || Path::new(&conflist).exists()
+        && Path::new(&kubeconfig).exists()));
+    let (c, k) = (fs::read(&conflist).unwrap(), fs::read(&kubeconfig).unwrap());
+    // Someone (a cleanup script, another CNI's installer) removes them,
+    // while the master and the token stay as they were.
+    for (path, was) in [(&conflist, &c), (&kubeconfig, &k)] {
+        fs::remove_file(path).unwrap();
+        assert!(
+            eventually(2, || fs::read(path).is_ok_and(|now| now == *was)),
+            "{path} not back within a few rounds"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
 fn missing_master_is_a_clear_error() {
     let node = Node::new();
     let out = install(

@@ -14,7 +14,8 @@
 //!    the DaemonSet restarts, instead of silently falling back to the
 //!    primary CNI without secondary networks (P3).
 //!
-//! With `--watch` it keeps doing 2 and 3 once a second; without, it does
+//! With `--watch` it keeps doing 2 and 3 once a second, and puts back
+//! either file within a round when someone deletes it; without, it does
 //! all three once and exits.
 
 use std::fs::{self, File, OpenOptions};
@@ -274,9 +275,12 @@ fn round(args: &InstallArgs, seen: &mut Seen) -> Result<Vec<String>, InstallErro
         let ca_path = args.service_account_dir.join("ca.crt");
         let token = fs::read(&token_path).map_err(io_err(&token_path))?;
         let ca = fs::read(&ca_path).map_err(io_err(&ca_path))?;
-        if seen.sa.as_ref() != Some(&(token.clone(), ca.clone())) {
+        let path = kube_dir.join(KUBECONFIG_FILE);
+        // Rewritten when the token or CA changed, and when someone deleted
+        // it: a node must not lose plexus' kubeconfig until the next
+        // rotation.
+        if seen.sa.as_ref() != Some(&(token.clone(), ca.clone())) || !path.exists() {
             private_dir(&kube_dir).map_err(io_err(&kube_dir))?;
-            let path = kube_dir.join(KUBECONFIG_FILE);
             let text = kubeconfig(
                 &api_server(args)?,
                 &ca,
@@ -289,7 +293,10 @@ fn round(args: &InstallArgs, seen: &mut Seen) -> Result<Vec<String>, InstallErro
     }
     let master_path = args.cni_conf_dir.join(&args.master_conf);
     let master = fs::read(&master_path).map_err(io_err(&master_path))?;
-    if seen.master.as_ref() != Some(&master) {
+    let path = args.cni_conf_dir.join(&args.conf_name);
+    // The same for the generated config: a deleted one would leave pods
+    // starting on the master alone, without their extra networks.
+    if seen.master.as_ref() != Some(&master) || !path.exists() {
         let value: Value = serde_json::from_slice(&master).map_err(|e| InstallError::Master {
             path: master_path.clone(),
             why: e.to_string(),
@@ -312,7 +319,6 @@ fn round(args: &InstallArgs, seen: &mut Seen) -> Result<Vec<String>, InstallErro
             path: master_path.clone(),
             why,
         })?;
-        let path = args.cni_conf_dir.join(&args.conf_name);
         let text = serde_json::to_string_pretty(&conf).expect("config serialises");
         write_atomic(&path, text.as_bytes(), 0o644)?;
         wrote.push(path.display().to_string());
