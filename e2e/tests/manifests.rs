@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Pod;
 use plexus_meta_cni::{
     cluster::{PodRef, Standalone},
     config::PlexusConf,
-    resolve::{PodContext, Resolver},
+    resolve::{PodContext, Purpose, Resolver},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
@@ -161,7 +161,7 @@ fn try_plan(pod: &Pod, nads: &Path) -> Result<Vec<Attachment>, plexus_cni::CniEr
         }),
         "eth0",
         &Map::new(),
-        true,
+        Purpose::Add,
     )?;
     assert!(skipped.is_empty());
     Ok(planned

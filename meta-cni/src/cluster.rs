@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
@@ -49,6 +49,17 @@ pub enum ClusterError {
     Config(String),
 }
 
+impl ClusterError {
+    /// Whether it may go away by itself (the server did not answer, or
+    /// answered 5xx/429): a DEL then asks the runtime to try again. A
+    /// refusal (403, 404 on a GET that must exist) or an unusable
+    /// kubeconfig stays until someone changes something.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
 impl From<ClusterError> for CniError {
     fn from(e: ClusterError) -> Self {
         let c = match e {
@@ -58,6 +69,15 @@ impl From<ClusterError> for CniError {
         };
         CniError::new(c, e.to_string())
     }
+}
+
+/// The type of a Kubernetes Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// `Normal`.
+    Normal,
+    /// `Warning`.
+    Warning,
 }
 
 /// The pod a CNI request is for, from `CNI_ARGS`.
@@ -107,6 +127,10 @@ pub trait Cluster {
     /// # Errors
     /// When the source cannot be read.
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError>;
+
+    /// Records a Kubernetes Event about the pod, best effort: a failure is
+    /// logged and never fails the CNI call. Nothing without an API server.
+    fn event(&self, _pod: &PodRef, _kind: EventKind, _reason: &str, _message: &str) {}
 
     /// Records the pod's network-status (a JSON list).
     ///
@@ -213,17 +237,23 @@ pub fn remove_status_file(status_dir: &Path, container_id: &str) -> std::io::Res
 
 /// How often a request is tried before giving up, and the first pause
 /// between tries (doubled each time): about 2.5 s of pauses, as Multus'
-/// GetPod. No new try starts after [`BUDGET`], so a hung server costs one
-/// CNI call seconds, not minutes.
+/// GetPod. A request with its retries takes at most [`BUDGET`], a try in
+/// flight included (kube's own retry layer is off: retries are counted
+/// here only), so a hung server costs one CNI call seconds, not minutes.
 const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(150);
-const BUDGET: Duration = Duration::from_secs(10);
+/// The most one request may take, with its retries.
+pub const BUDGET: Duration = Duration::from_secs(10);
 
 /// The API server, through the `kube` crate on a single-threaded runtime
 /// (plexus is a short-lived process; nothing here outlives one CNI call).
 pub struct KubeCluster {
     rt: tokio::runtime::Runtime,
     client: Client,
+    /// The most every request of this client together may take, counted
+    /// from the first one (DEL: one bound for the pod and all its NADs).
+    total: Option<Duration>,
+    first_request: std::cell::OnceCell<Instant>,
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -272,39 +302,73 @@ impl KubeCluster {
         config.connect_timeout = Some(Duration::from_secs(2));
         config.read_timeout = Some(Duration::from_secs(5));
         config.write_timeout = Some(Duration::from_secs(5));
+        // kube retries 429/503/504 by itself, under our retries: a DEL
+        // against a 503ing server took minutes. Only `retry` below retries.
+        config.default_retry = false;
         let client = {
             let _guard = rt.enter();
             Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?
         };
-        Ok(Self { rt, client })
+        Ok(Self {
+            rt,
+            client,
+            total: None,
+            first_request: std::cell::OnceCell::new(),
+        })
     }
 
-    /// Runs `op` until it succeeds, fails for good, or runs out of tries.
+    /// Bounds every request of this client together: none starts, and none
+    /// in flight goes on, later than `total` after the first.
+    #[must_use]
+    pub fn with_total(mut self, total: Duration) -> Self {
+        self.total = Some(total);
+        self
+    }
+
+    /// Runs `op` until it succeeds, fails for good, runs out of tries or of
+    /// time (its own [`BUDGET`], and the client's total).
     fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, ClusterError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
     {
+        let now = Instant::now();
+        let first = *self.first_request.get_or_init(|| now);
+        let end = match self.total {
+            Some(t) => (now + BUDGET).min(first + t),
+            None => now + BUDGET,
+        };
         let mut pause = FIRST_BACKOFF;
-        let mut last = String::new();
-        let started = std::time::Instant::now();
+        let mut last = String::from("no time left");
         let mut attempts = 0;
         for attempt in 1..=ATTEMPTS {
-            if started.elapsed() > BUDGET {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 break;
             }
             attempts = attempt;
-            match self.rt.block_on(op()) {
-                Ok(v) => return Ok(v),
-                Err(e) if transient(&e) => {
+            // The timer is made inside the runtime (it needs its clock).
+            let attempt_op = op();
+            match self
+                .rt
+                .block_on(async move { tokio::time::timeout(left, attempt_op).await })
+            {
+                Ok(Ok(v)) => return Ok(v),
+                Err(_) => {
+                    last = format!("no answer within {:.1} s", left.as_secs_f64());
+                    break;
+                }
+                Ok(Err(e)) if transient(&e) => {
                     tracing::debug!(what, attempt, error = %e, "API request failed; retrying");
                     last = e.to_string();
                     if attempt < ATTEMPTS {
-                        std::thread::sleep(pause);
+                        std::thread::sleep(
+                            pause.min(end.saturating_duration_since(Instant::now())),
+                        );
                         pause *= 2;
                     }
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     return Err(ClusterError::Refused {
                         what: what.to_owned(),
                         message: e.to_string(),
@@ -316,6 +380,19 @@ impl KubeCluster {
             attempts,
             last: format!("{what}: {last}"),
         })
+    }
+}
+
+/// The most an Event may cost a CNI call.
+const EVENT_BUDGET: Duration = Duration::from_secs(2);
+
+fn event_resource() -> ApiResource {
+    ApiResource {
+        group: String::new(),
+        version: "v1".into(),
+        api_version: "v1".into(),
+        kind: "Event".into(),
+        plural: "events".into(),
     }
 }
 
@@ -364,6 +441,54 @@ impl Cluster for KubeCluster {
                 })
             })
             .transpose()
+    }
+
+    fn event(&self, pod: &PodRef, kind: EventKind, reason: &str, message: &str) {
+        // A core/v1 Event, as Multus records them (`kubectl describe pod`
+        // shows them). One try, bounded: an Event is worth less than the
+        // pod's start time.
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let name = format!(
+            "{}.{:x}",
+            pod.name,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": pod.namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace,
+                               "name": pod.name, "uid": pod.uid},
+            "reason": reason, "message": message,
+            "type": match kind { EventKind::Normal => "Normal", EventKind::Warning => "Warning" },
+            "source": {"component": "plexus"},
+            "reportingComponent": "plexus",
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        });
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &pod.namespace, &event_resource());
+        let obj: DynamicObject = match serde_json::from_value(event) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(error = %e, "event not built");
+                return;
+            }
+        };
+        let sent = self.rt.block_on(async {
+            tokio::time::timeout(
+                EVENT_BUDGET,
+                api.create(&kube::api::PostParams::default(), &obj),
+            )
+            .await
+        });
+        match sent {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(pod = %pod, reason, error = %e, "event not recorded"),
+            Err(_) => tracing::warn!(pod = %pod, reason, "event not recorded: no answer in time"),
+        }
     }
 
     fn set_network_status(

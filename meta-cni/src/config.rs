@@ -156,10 +156,13 @@ impl PlexusConf {
     /// # Errors
     /// Code 7 when a known key has the wrong type.
     pub fn from_value(config: &Value) -> Result<Self, CniError> {
-        serde_json::from_value(config.clone()).map_err(|e| {
+        let mut conf: Self = serde_json::from_value(config.clone()).map_err(|e| {
             CniError::new(code::INVALID_NETWORK_CONFIG, "invalid plexus configuration")
                 .with_details(e.to_string())
-        })
+        })?;
+        // Multus: an empty clusterNetwork is no clusterNetwork.
+        conf.cluster_network = conf.cluster_network.filter(|c| !c.is_empty());
+        Ok(conf)
     }
 
     /// The delegate search path: `binDir` first, then `CNI_PATH`.
@@ -256,6 +259,32 @@ impl PlexusConf {
         Ok(None)
     }
 
+    /// `delegates[1..]` as networks: when `clusterNetwork` is not set,
+    /// Multus runs every delegate, the first as the cluster network and
+    /// the others after it (`net1`, `net2`, ...).
+    ///
+    /// # Errors
+    /// Code 7 naming the delegate that is not a valid config.
+    pub fn extra_delegates(&self) -> Result<Vec<NetworkConfigList>, CniError> {
+        if self.cluster_network.is_some() {
+            return Ok(Vec::new());
+        }
+        self.delegates
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, d)| {
+                NetworkConfigList::from_value(d.clone()).map_err(|e| {
+                    CniError::new(
+                        code::INVALID_NETWORK_CONFIG,
+                        format!("delegates[{i}] is not a valid network config"),
+                    )
+                    .with_details(e.to_string())
+                })
+            })
+            .collect()
+    }
+
     /// `delegates[0]` as a network, for configs without `clusterNetwork`.
     ///
     /// # Errors
@@ -278,6 +307,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn empty_cluster_network_is_unset_and_extra_delegates_follow_the_first() {
+        let d = json!([{"cniVersion": "1.0.0", "name": "a", "type": "ptp"},
+                       {"cniVersion": "1.0.0", "name": "b", "type": "macvlan"}]);
+        let c = PlexusConf::from_value(&json!({"clusterNetwork": "", "delegates": d})).unwrap();
+        assert_eq!(c.cluster_network, None);
+        assert_eq!(c.first_delegate().unwrap().name, "a");
+        let extra = c.extra_delegates().unwrap();
+        assert_eq!(extra.len(), 1);
+        assert_eq!(extra[0].name, "b");
+        // With a clusterNetwork, delegates are not run (as in Multus).
+        let named =
+            PlexusConf::from_value(&json!({"clusterNetwork": "x", "delegates": d})).unwrap();
+        assert!(named.extra_delegates().unwrap().is_empty());
+        let bad = PlexusConf::from_value(&json!({"delegates": [d[0], {"type": 5}]})).unwrap();
+        let e = bad.extra_delegates().unwrap_err();
+        assert!(e.msg.contains("delegates[1]"), "{e:?}");
+    }
 
     #[test]
     fn network_from_files_in_order() {

@@ -126,9 +126,28 @@ impl Nad {
                 map.insert("name".into(), Value::String(self.name.clone()));
             }
         }
-        NetworkConfigList::from_value(value).map_err(|e| invalid(e.to_string()))
+        let list = NetworkConfigList::from_value(value).map_err(|e| invalid(e.to_string()))?;
+        // A NAD is a tenant's data. A delegate of type plexus (or multus)
+        // would run plexus as root with the tenant's cniDir, logFile,
+        // kubeconfig and isolation settings: only the node's config file
+        // configures plexus.
+        if let Some(p) = list
+            .plugins
+            .iter()
+            .find(|p| SELF_TYPES.contains(&p.plugin_type()))
+        {
+            return Err(invalid(format!(
+                "a delegate of type {:?} runs plexus itself, which only the node's config may configure",
+                p.plugin_type()
+            )));
+        }
+        Ok(list)
     }
 }
+
+/// Delegate types that are plexus (or Multus, which a node may have
+/// installed under its own name) and that no NAD may name.
+pub const SELF_TYPES: &[&str] = &["plexus", "multus", "multus-shim"];
 
 /// Every NAD in a standalone directory: `.yaml`, `.yml` and `.json` files,
 /// each holding one or more objects (YAML documents, or a `List`).
@@ -212,6 +231,27 @@ mod tests {
         let missing = nad("  ").network(Path::new("/nonexistent")).unwrap_err();
         assert_eq!(missing.code, 7);
         assert!(missing.msg.contains("ns1/macvlan-conf"), "{missing:?}");
+    }
+
+    #[test]
+    fn a_nad_may_not_run_plexus_or_multus() {
+        for t in SELF_TYPES {
+            let single = format!(r#"{{"cniVersion":"1.0.0","type":"{t}","cniDir":"/etc"}}"#);
+            let chained = format!(
+                r#"{{"cniVersion":"1.0.0","plugins":[{{"type":"macvlan"}},{{"type":"{t}"}}]}}"#
+            );
+            for config in [single, chained] {
+                let e = nad(&config).network(Path::new("/x")).unwrap_err();
+                assert_eq!(e.code, 7, "{config}");
+                assert!(e.msg.contains("ns1/macvlan-conf"), "{e:?}");
+                assert!(e.details.contains(&format!("\"{t}\"")), "{e:?}");
+            }
+        }
+        assert!(
+            nad(r#"{"cniVersion":"1.0.0","type":"plexus-helper"}"#)
+                .network(Path::new("/x"))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -22,11 +22,12 @@ use plexus_cni::{CniError, CniResult};
 use serde_json::{Map, Value};
 
 use crate::cluster::{
-    Cluster, ClusterError, KubeCluster, PodInfo, PodRef, Standalone, remove_status_file,
+    self as k8s, Cluster, ClusterError, EventKind, KubeCluster, PodInfo, PodRef, Standalone,
+    remove_status_file,
 };
 use crate::config::PlexusConf;
 use crate::devices::{self, PodDevices};
-use crate::resolve::{DEFAULT_NETWORK_ANNOTATION, Planned, PodContext, Resolver};
+use crate::resolve::{DEFAULT_NETWORK_ANNOTATION, Planned, PodContext, Purpose, Resolver};
 use crate::selection::NETWORKS_ANNOTATION;
 use crate::state::{self, Cache, CachedAttachment, FORMAT};
 use crate::{logging, routes, status};
@@ -131,8 +132,20 @@ impl<'r> Ctx<'r> {
     }
 
     fn cluster(&self) -> Result<Box<dyn Cluster>, ClusterError> {
+        self.cluster_with(None)
+    }
+
+    /// The cluster, with every API request of this call bounded together by
+    /// `total` (counted from the first).
+    fn cluster_with(&self, total: Option<Duration>) -> Result<Box<dyn Cluster>, ClusterError> {
         Ok(match &self.mode {
-            Mode::Kube(path) => Box::new(KubeCluster::new(path.as_deref())?),
+            Mode::Kube(path) => {
+                let c = KubeCluster::new(path.as_deref())?;
+                Box::new(match total {
+                    Some(t) => c.with_total(t),
+                    None => c,
+                })
+            }
             Mode::Standalone => Box::new(Standalone::new(
                 self.conf.nad_dir.as_deref(),
                 self.runtime_annotations(),
@@ -216,22 +229,33 @@ fn result_for(ctx: &Ctx<'_>, att: &CachedAttachment) -> Option<CniResult> {
     att.result()
 }
 
-/// DEL of one cached attachment.
+/// DEL of one cached attachment, for the runtime's request.
 fn del_attachment(ctx: &Ctx<'_>, att: &CachedAttachment) -> Result<(), CniError> {
-    let list = att
-        .list()
-        .map_err(|e| delegate_error(&ctx.who(), "DEL", &att.network, &att.ifname, e))?;
     let rt = ctx.rt(&att.ifname, att.args(), att.capability_args.clone());
     let result = result_for(ctx, att);
+    del_with(ctx, &ctx.who(), "DEL", &rt, att, result.as_ref())
+}
+
+/// DEL of one attachment with `rt`, then its device-info file: the file's
+/// name is fixed by the attachment, so a rebuilt DEL (no cache) and GC
+/// find it too.
+fn del_with(
+    ctx: &Ctx<'_>,
+    who: &str,
+    verb: &str,
+    rt: &RuntimeConf,
+    att: &CachedAttachment,
+    result: Option<&CniResult>,
+) -> Result<(), CniError> {
+    let fail = |e: CniError| delegate_error(who, verb, &att.network, &att.ifname, e);
+    let list = att.list().map_err(|e| fail(e.into()))?;
     ctx.invoker
-        .del_list(&list, &rt, result.as_ref())
-        .map_err(|e| delegate_error(&ctx.who(), "DEL", &att.network, &att.ifname, e))?;
-    // The device-info file goes with the attachment; its name is fixed by
-    // the attachment, so a rebuilt DEL (no cache) finds it too.
+        .del_list(&list, rt, result)
+        .map_err(|e| fail(e.into()))?;
     let file = devices::cni_info_file(
         ctx.conf.device_info_dir(),
         &att.network,
-        &ctx.req.container_id,
+        &rt.container_id,
         &att.ifname,
     );
     devices::remove_info(&file);
@@ -282,6 +306,19 @@ fn cached(ctx: &Ctx<'_>, p: &Planned) -> CachedAttachment {
     }
 }
 
+/// Whether the pod the runtime names is `info` (the same UID, or a mirror
+/// pod of a static pod, whose UID is not the kubelet's).
+fn same_pod(pod: &PodRef, info: &PodInfo) -> bool {
+    let (Some(want), Some(have)) = (&pod.uid, &info.uid) else {
+        return true;
+    };
+    want == have
+        || info
+            .annotations
+            .get("kubernetes.io/config.source")
+            .is_some_and(|s| s != "api")
+}
+
 /// Looks the pod up and checks it is the one the runtime means.
 fn pod_info(ctx: &Ctx<'_>, cluster: &dyn Cluster) -> Result<Option<PodInfo>, CniError> {
     let Some(pod) = &ctx.pod else {
@@ -293,18 +330,15 @@ fn pod_info(ctx: &Ctx<'_>, cluster: &dyn Cluster) -> Result<Option<PodInfo>, Cni
             format!("pod {pod} not found on the API server"),
         )
     })?;
-    if let (Some(want), Some(have)) = (&pod.uid, &info.uid) {
-        // A mirror pod of a static pod has another UID than the kubelet's.
-        let is_static = info
-            .annotations
-            .get("kubernetes.io/config.source")
-            .is_some_and(|s| s != "api");
-        if want != have && !is_static {
-            return Err(CniError::new(
-                code::UNKNOWN_CONTAINER,
-                format!("pod {pod} has UID {have}, the runtime expects {want}"),
-            ));
-        }
+    if !same_pod(pod, &info) {
+        return Err(CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!(
+                "pod {pod} has UID {}, the runtime expects {}",
+                info.uid.as_deref().unwrap_or_default(),
+                pod.uid.as_deref().unwrap_or_default()
+            ),
+        ));
     }
     Ok(Some(info))
 }
@@ -364,175 +398,267 @@ fn wait_ready(conf: &PlexusConf) -> Result<(), CniError> {
     }
 }
 
+/// ADD after the preliminaries: plan, cache, delegates, default route,
+/// network-status. Returns the cluster network's result and, per
+/// attachment, the message of its `AddedInterface` event.
+fn attach(
+    ctx: &Ctx<'_>,
+    cluster: &dyn Cluster,
+    started: Instant,
+) -> Result<(CniResult, Vec<String>), CniError> {
+    let info = pod_info(ctx, cluster)?;
+    let podctx = ctx.pod_context(info.as_ref());
+    let resolver = Resolver {
+        conf: &ctx.conf,
+        cluster: Some(cluster),
+    };
+    let (mut planned, _) =
+        resolver.plan(podctx, &ctx.req.ifname, &ctx.runtime_config, Purpose::Add)?;
+    let mut pod_devices = PodDevices::new(
+        &ctx.conf,
+        ctx.pod.as_ref(),
+        info.as_ref().and_then(|i| i.uid.as_deref()),
+    );
+    devices::assign(&mut planned, &mut pod_devices, &ctx.req.container_id)?;
+    for p in &planned {
+        if let Some(gws) = &p.default_route {
+            routes::validate(&p.network, gws)?;
+        }
+        // Every binary must exist before the first one runs: a typo in
+        // the last NAD must not cost a rollback (or leave state behind
+        // when the missing plugin's own DEL cannot run either).
+        for plugin in &p.list.plugins {
+            ctx.invoker
+                .find(plugin.plugin_type())
+                .map_err(|e| delegate_error(&ctx.who(), "ADD", &p.network, &p.ifname, e))?;
+        }
+    }
+
+    // Held until ADD returns: GC leaves this container alone meanwhile,
+    // and a DEL of it waits.
+    let _lock = state::AttachmentLock::take(ctx.cni_dir(), &ctx.req.container_id, &ctx.req.ifname);
+    let mut cache = Cache {
+        format: FORMAT,
+        container_id: ctx.req.container_id.clone(),
+        ifname: ctx.req.ifname.clone(),
+        netns: ctx.req.netns.clone(),
+        pod: ctx.pod.clone(),
+        attachments: planned.iter().map(|p| cached(ctx, p)).collect(),
+    };
+    cache
+        .save_plan(ctx.cni_dir())
+        .map_err(|e| io_error("cannot write the attachment cache", e))?;
+
+    let mut results: Vec<Option<CniResult>> = vec![None; planned.len()];
+    let mut timings = String::new();
+    for (i, p) in planned.iter().enumerate() {
+        let t = Instant::now();
+        if let Some(d) = &p.device {
+            devices::copy_info(ctx.conf.device_info_dir(), d);
+        }
+        let rt = ctx.rt(
+            &p.ifname,
+            ctx.delegate_args.clone(),
+            p.capability_args.clone(),
+        );
+        match ctx.invoker.add_list(&p.list, &rt) {
+            Ok(r) => {
+                cache.attachments[i].set_result(&r);
+                results[i] = Some(r);
+                if let Err(e) = cache.save(ctx.cni_dir()) {
+                    Plexus::rollback(ctx, &cache, i);
+                    return Err(io_error("cannot write the attachment cache", e));
+                }
+            }
+            Err(e) => {
+                Plexus::rollback(ctx, &cache, i);
+                return Err(delegate_error(&ctx.who(), "ADD", &p.network, &p.ifname, e));
+            }
+        }
+        let _ = write!(
+            timings,
+            "{}{}={}({}ms)",
+            if i == 0 { "" } else { " " },
+            p.ifname,
+            p.network,
+            t.elapsed().as_millis()
+        );
+    }
+    let last = planned.len() - 1;
+
+    if let Some((k, gws)) = planned.iter().enumerate().find_map(|(k, p)| {
+        p.default_route
+            .as_ref()
+            .filter(|g| !g.is_empty())
+            .map(|g| (k, g))
+    }) {
+        let moved = ctx
+            .req
+            .netns
+            .as_deref()
+            .ok_or_else(|| CniError::new(code::INVALID_ENVIRONMENT, "CNI_NETNS is required"))
+            .and_then(|ns| {
+                routes::apply(ns, &planned[k].ifname, gws).map_err(|e| {
+                    CniError::new(
+                        code::IO_FAILURE,
+                        format!(
+                            "cannot move the default route to {} ({})",
+                            planned[k].ifname, planned[k].network
+                        ),
+                    )
+                    .with_details(e.to_string())
+                })
+            });
+        if let Err(e) = moved {
+            Plexus::rollback(ctx, &cache, last);
+            return Err(e);
+        }
+        routes::rewrite(&mut results, k, gws);
+        for (att, r) in cache.attachments.iter_mut().zip(&results) {
+            if let Some(r) = r {
+                att.set_result(r);
+            }
+        }
+        if let Err(e) = cache.save(ctx.cni_dir()) {
+            Plexus::rollback(ctx, &cache, last);
+            return Err(io_error("cannot write the attachment cache", e));
+        }
+    }
+
+    let entries: Vec<status::NetworkStatus> = planned
+        .iter()
+        .zip(&results)
+        .filter_map(|(p, r)| {
+            r.as_ref().map(|r| status::NetworkStatus {
+                device_info: p.device.as_ref().and_then(devices::read_info),
+                ..status::entry(&p.network, &p.ifname, p.default, r)
+            })
+        })
+        .collect();
+    let text = status::render(&entries);
+    let pod = ctx.pod.clone().unwrap_or_default();
+    if let Err(e) = cluster.set_network_status(&pod, &ctx.req.container_id, &text) {
+        Plexus::rollback(ctx, &cache, last);
+        return Err(CniError::from(e).with_details("writing k8s.v1.cni.cncf.io/network-status"));
+    }
+
+    tracing::info!(
+        pod = %ctx.who(),
+        container = ctx.req.container_id,
+        attachments = timings,
+        total_ms = started.elapsed().as_millis() as u64,
+        peak_rss_kib = peak_rss_kib(),
+        "ADD"
+    );
+    let added = planned
+        .iter()
+        .zip(&results)
+        .filter_map(|(p, r)| {
+            let ips: Vec<String> = r
+                .as_ref()?
+                .ips
+                .iter()
+                .map(|i| i.address.to_string())
+                .collect();
+            Some(format!(
+                "Add {} [{}] from {}",
+                p.ifname,
+                ips.join(","),
+                p.network
+            ))
+        })
+        .collect();
+    Ok((results.swap_remove(0).unwrap_or_default(), added))
+}
+
 impl Plugin for Plexus {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let started = Instant::now();
         let ctx = Ctx::new(req)?;
+        if matches!(ctx.mode, Mode::Kube(_)) {
+            // Without the pod, its networks cannot be read: say so now,
+            // rather than run the cluster network and roll it back.
+            let missing: Vec<&str> = ["K8S_POD_NAMESPACE", "K8S_POD_NAME"]
+                .into_iter()
+                .filter(|k| req.args.get(k).is_none_or(str::is_empty))
+                .collect();
+            if !missing.is_empty() {
+                return Err(CniError::new(
+                    code::INVALID_ENVIRONMENT,
+                    format!(
+                        "CNI_ARGS has no {}: with an API server, plexus reads the pod's networks from the pod",
+                        missing.join(" and ")
+                    ),
+                ));
+            }
+        }
         wait_ready(&ctx.conf)?;
         let cluster = ctx.cluster()?;
-        let info = pod_info(&ctx, cluster.as_ref())?;
-        let podctx = ctx.pod_context(info.as_ref());
-        let resolver = Resolver {
-            conf: &ctx.conf,
-            cluster: Some(cluster.as_ref()),
-        };
-        let (mut planned, _) = resolver.plan(podctx, &req.ifname, &ctx.runtime_config, true)?;
-        let mut pod_devices = PodDevices::new(
-            &ctx.conf,
-            ctx.pod.as_ref(),
-            info.as_ref().and_then(|i| i.uid.as_deref()),
-        );
-        devices::assign(&mut planned, &mut pod_devices, &req.container_id)?;
-        for p in &planned {
-            if let Some(gws) = &p.default_route {
-                routes::validate(&p.network, gws)?;
-            }
-            // Every binary must exist before the first one runs: a typo in
-            // the last NAD must not cost a rollback (or leave state behind
-            // when the missing plugin's own DEL cannot run either).
-            for plugin in &p.list.plugins {
-                ctx.invoker
-                    .find(plugin.plugin_type())
-                    .map_err(|e| delegate_error(&ctx.who(), "ADD", &p.network, &p.ifname, e))?;
-            }
-        }
-
-        let mut cache = Cache {
-            format: FORMAT,
-            container_id: req.container_id.clone(),
-            ifname: req.ifname.clone(),
-            netns: req.netns.clone(),
-            pod: ctx.pod.clone(),
-            attachments: planned.iter().map(|p| cached(&ctx, p)).collect(),
-        };
-        cache
-            .save_plan(ctx.cni_dir())
-            .map_err(|e| io_error("cannot write the attachment cache", e))?;
-
-        let mut results: Vec<Option<CniResult>> = vec![None; planned.len()];
-        let mut timings = String::new();
-        for (i, p) in planned.iter().enumerate() {
-            let t = Instant::now();
-            if let Some(d) = &p.device {
-                devices::copy_info(ctx.conf.device_info_dir(), d);
-            }
-            let rt = ctx.rt(
-                &p.ifname,
-                ctx.delegate_args.clone(),
-                p.capability_args.clone(),
-            );
-            match ctx.invoker.add_list(&p.list, &rt) {
-                Ok(r) => {
-                    cache.attachments[i].set_result(&r);
-                    results[i] = Some(r);
-                    if let Err(e) = cache.save(ctx.cni_dir()) {
-                        Self::rollback(&ctx, &cache, i);
-                        return Err(io_error("cannot write the attachment cache", e));
+        match attach(&ctx, cluster.as_ref(), started) {
+            Ok((result, added)) => {
+                if let Some(pod) = &ctx.pod {
+                    for message in &added {
+                        cluster.event(pod, EventKind::Normal, "AddedInterface", message);
                     }
                 }
-                Err(e) => {
-                    Self::rollback(&ctx, &cache, i);
-                    return Err(delegate_error(&ctx.who(), "ADD", &p.network, &p.ifname, e));
+                Ok(result)
+            }
+            Err(e) => {
+                if let Some(pod) = &ctx.pod {
+                    // Multus' reason when a NAD is missing; ours otherwise.
+                    let reason = if e.msg.contains("network attachment definition")
+                        && e.msg.ends_with("not found")
+                    {
+                        "NoNetworkFound"
+                    } else {
+                        "AddInterfaceFailed"
+                    };
+                    let message = if e.details.is_empty() {
+                        e.msg.clone()
+                    } else {
+                        format!("{}: {}", e.msg, e.details)
+                    };
+                    cluster.event(pod, EventKind::Warning, reason, &message);
                 }
-            }
-            let _ = write!(
-                timings,
-                "{}{}={}({}ms)",
-                if i == 0 { "" } else { " " },
-                p.ifname,
-                p.network,
-                t.elapsed().as_millis()
-            );
-        }
-        let last = planned.len() - 1;
-
-        if let Some((k, gws)) = planned.iter().enumerate().find_map(|(k, p)| {
-            p.default_route
-                .as_ref()
-                .filter(|g| !g.is_empty())
-                .map(|g| (k, g))
-        }) {
-            let moved = req
-                .netns
-                .as_deref()
-                .ok_or_else(|| CniError::new(code::INVALID_ENVIRONMENT, "CNI_NETNS is required"))
-                .and_then(|ns| {
-                    routes::apply(ns, &planned[k].ifname, gws).map_err(|e| {
-                        CniError::new(
-                            code::IO_FAILURE,
-                            format!(
-                                "cannot move the default route to {} ({})",
-                                planned[k].ifname, planned[k].network
-                            ),
-                        )
-                        .with_details(e.to_string())
-                    })
-                });
-            if let Err(e) = moved {
-                Self::rollback(&ctx, &cache, last);
-                return Err(e);
-            }
-            routes::rewrite(&mut results, k, gws);
-            for (att, r) in cache.attachments.iter_mut().zip(&results) {
-                if let Some(r) = r {
-                    att.set_result(r);
-                }
-            }
-            if let Err(e) = cache.save(ctx.cni_dir()) {
-                Self::rollback(&ctx, &cache, last);
-                return Err(io_error("cannot write the attachment cache", e));
+                Err(e)
             }
         }
-
-        let entries: Vec<status::NetworkStatus> = planned
-            .iter()
-            .zip(&results)
-            .filter_map(|(p, r)| {
-                r.as_ref().map(|r| status::NetworkStatus {
-                    device_info: p.device.as_ref().and_then(devices::read_info),
-                    ..status::entry(&p.network, &p.ifname, p.default, r)
-                })
-            })
-            .collect();
-        let text = status::render(&entries);
-        let pod = ctx.pod.clone().unwrap_or_default();
-        if let Err(e) = cluster.set_network_status(&pod, &req.container_id, &text) {
-            Self::rollback(&ctx, &cache, last);
-            return Err(CniError::from(e).with_details("writing k8s.v1.cni.cncf.io/network-status"));
-        }
-
-        tracing::info!(
-            pod = %ctx.who(),
-            container = req.container_id,
-            attachments = timings,
-            total_ms = started.elapsed().as_millis() as u64,
-            peak_rss_kib = peak_rss_kib(),
-            "ADD"
-        );
-        Ok(results.swap_remove(0).unwrap_or_default())
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let started = Instant::now();
         let ctx = Ctx::new(req)?;
-        let (attachments, unknown) = match Cache::load(
-            ctx.cni_dir(),
-            &req.container_id,
-            &req.ifname,
-        ) {
-            Ok(Some(cache)) => (cache.attachments, None),
-            Ok(None) => rebuild(&ctx),
+        // Waits for an ADD of the same attachment still running.
+        let lock = state::AttachmentLock::take(ctx.cni_dir(), &req.container_id, &req.ifname);
+        let cached = match Cache::load(ctx.cni_dir(), &req.container_id, &req.ifname) {
+            Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "attachment cache unreadable; rebuilding from the config");
-                rebuild(&ctx)
+                tracing::warn!(error = %e, "attachment cache unreadable; rebuilding from the pod");
+                None
             }
         };
+        let from_cache = cached.is_some();
+        let Rebuilt {
+            attachments,
+            lost,
+            retry,
+        } = match cached {
+            Some(c) => Rebuilt {
+                attachments: c.attachments,
+                lost: Vec::new(),
+                retry: None,
+            },
+            None => rebuild(&ctx),
+        };
         let errors = del_all(&ctx, &attachments);
-        let names: Vec<String> = attachments
-            .iter()
-            .map(|a| format!("{}={}", a.ifname, a.network))
-            .collect();
-        if errors.is_empty() {
+        // A cached attachment whose DEL fails is kept for the runtime's
+        // retry, unless its pod is gone: then no retry can ever succeed.
+        let gone = if errors.is_empty() || !from_cache {
+            None
+        } else {
+            pod_gone(&ctx)
+        };
+        if errors.is_empty() || gone.is_some() {
             if let Err(e) = Cache::remove(ctx.cni_dir(), &req.container_id, &req.ifname) {
                 return Err(io_error("cannot remove the attachment cache", e));
             }
@@ -543,6 +669,11 @@ impl Plugin for Plexus {
                 tracing::warn!(error = %e, "cannot remove the network-status file");
             }
         }
+        drop(lock);
+        let names: Vec<String> = attachments
+            .iter()
+            .map(|a| format!("{}={}", a.ifname, a.network))
+            .collect();
         tracing::info!(
             pod = %ctx.who(),
             container = req.container_id,
@@ -552,11 +683,23 @@ impl Plugin for Plexus {
             peak_rss_kib = peak_rss_kib(),
             "DEL"
         );
+        if let Some(why) = gone {
+            for e in &errors {
+                tracing::warn!(error = %e, "DEL failed and {why}: the attachment is forgotten");
+            }
+            return Ok(());
+        }
         combine("DEL", errors)?;
-        match unknown {
+        for what in &lost {
+            tracing::warn!(
+                attachment = what,
+                "DEL: not rebuilt (no cache), so not deleted"
+            );
+        }
+        match retry {
             Some(why) => Err(CniError::new(
                 code::TRY_AGAIN_LATER,
-                "DEL ran for the attachments plexus could rebuild; others may remain",
+                "DEL ran for the attachments plexus could name without the API server; the pod's own need it",
             )
             .with_details(why)),
             None => Ok(()),
@@ -634,57 +777,95 @@ impl Plugin for Plexus {
             .collect();
         let mut errors = Vec::new();
         // Per delegate network (by config name): its config and the
-        // attachments that are still valid.
+        // attachments that are still valid. The cluster network's GC sees
+        // every attachment plexus keeps, not only the runtime's eth0s: a
+        // NAD that shares its IPAM must not lose its leases.
         let mut networks: HashMap<String, (NetworkConfigList, Vec<Attachment>)> = HashMap::new();
+        let mut kept: Vec<Attachment> = valid.to_vec();
+        let mut keep = |cache: &Cache, networks: &mut HashMap<_, (NetworkConfigList, Vec<_>)>| {
+            for att in &cache.attachments {
+                let a = Attachment {
+                    container_id: cache.container_id.clone(),
+                    ifname: att.ifname.clone(),
+                };
+                if !kept.contains(&a) {
+                    kept.push(a.clone());
+                }
+                if !att.default
+                    && let Ok(list) = att.list()
+                {
+                    networks
+                        .entry(list.name.clone())
+                        .or_insert_with(|| (list, Vec::new()))
+                        .1
+                        .push(a);
+                }
+            }
+        };
         for cache in Cache::all(ctx.cni_dir()) {
             if valid_set.contains(&(cache.container_id.as_str(), cache.ifname.as_str())) {
-                for att in cache.attachments.iter().filter(|a| !a.default) {
-                    if let Ok(list) = att.list() {
-                        networks
-                            .entry(list.name.clone())
-                            .or_insert_with(|| (list, Vec::new()))
-                            .1
-                            .push(Attachment {
-                                container_id: cache.container_id.clone(),
-                                ifname: att.ifname.clone(),
-                            });
-                    }
-                }
+                keep(&cache, &mut networks);
                 continue;
             }
+            // Not valid, but its ADD may still be running (its cache is a
+            // plan without results yet): not stale, and its leases count.
+            let lock = match state::AttachmentLock::try_take(
+                ctx.cni_dir(),
+                &cache.container_id,
+                &cache.ifname,
+            ) {
+                Ok(Some(l)) => Some(l),
+                Ok(None) => {
+                    tracing::info!(
+                        container = cache.container_id,
+                        "GC: ADD in flight; left alone"
+                    );
+                    keep(&cache, &mut networks);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, container = cache.container_id, "GC: cannot lock the attachment; going on");
+                    None
+                }
+            };
             // A stale attachment: its container is gone without a DEL.
             let stale = RuntimeConf {
                 container_id: cache.container_id.clone(),
                 netns: cache.netns.clone(),
                 ..RuntimeConf::default()
             };
-            let mut failed = false;
+            let mut failed = 0;
             for att in cache.attachments.iter().rev() {
-                let Ok(list) = att.list() else { continue };
                 let rt = RuntimeConf {
                     ifname: att.ifname.clone(),
                     args: att.args(),
                     capability_args: att.capability_args.clone(),
                     ..stale.clone()
                 };
-                if let Err(e) = ctx.invoker.del_list(&list, &rt, att.result().as_ref()) {
-                    failed = true;
-                    errors.push(delegate_error(
-                        &cache.container_id,
-                        "GC",
-                        &att.network,
-                        &att.ifname,
-                        e,
-                    ));
+                let result = att.result();
+                if let Err(e) = del_with(&ctx, &cache.container_id, "GC", &rt, att, result.as_ref())
+                {
+                    tracing::warn!(error = %e, "GC: DEL failed; the runtime says the container is gone, so the attachment is forgotten");
+                    failed += 1;
+                    errors.push(e);
                 }
             }
-            if !failed {
-                tracing::info!(
-                    container = cache.container_id,
-                    "GC removed a stale attachment"
-                );
-                let _ = Cache::remove(ctx.cni_dir(), &cache.container_id, &cache.ifname);
+            // The runtime named the container as gone: nothing will ever
+            // DEL it again, so the cache goes whatever its DELs did (their
+            // failures are reported).
+            tracing::info!(
+                container = cache.container_id,
+                failed,
+                "GC removed a stale attachment"
+            );
+            let _ = Cache::remove(ctx.cni_dir(), &cache.container_id, &cache.ifname);
+            if let Some(dir) = &ctx.conf.status_dir
+                && matches!(ctx.mode, Mode::Standalone)
+                && let Err(e) = remove_status_file(dir, &cache.container_id)
+            {
+                tracing::warn!(error = %e, "cannot remove the network-status file");
             }
+            drop(lock);
         }
         let cluster = ctx.cluster()?;
         let resolver = Resolver {
@@ -692,7 +873,7 @@ impl Plugin for Plexus {
             cluster: Some(cluster.as_ref()),
         };
         let primary = resolver.cluster_network()?.list;
-        let mut lists = vec![(primary, valid.to_vec())];
+        let mut lists = vec![(primary, kept)];
         lists.extend(networks.into_values());
         for (list, atts) in &lists {
             if let Err(errs) = ctx.invoker.gc_list(list, atts) {
@@ -703,54 +884,155 @@ impl Plugin for Plexus {
     }
 }
 
-/// DEL without a cache: the attachments plexus can still name from the
-/// config and, if reachable, the API server. The second value says what
-/// could not be rebuilt (then DEL returns "try again later" after running
-/// what it could, so the runtime retries once the API server is back).
-fn rebuild(ctx: &Ctx<'_>) -> (Vec<CachedAttachment>, Option<String>) {
-    let mut unknown = None;
-    let cluster = match ctx.cluster() {
+/// What DEL without a cache could rebuild.
+struct Rebuilt {
+    /// The attachments to DEL.
+    attachments: Vec<CachedAttachment>,
+    /// What can never be rebuilt, each with why: logged, and DEL still
+    /// succeeds (a bad annotation, a missing NAD, a pod that is gone).
+    lost: Vec<String>,
+    /// Why the rest has to wait for the API server: DEL then answers 11.
+    retry: Option<String>,
+}
+
+/// DEL without a cache (lost, or damaged): the attachments plexus can
+/// still name, from the pod when the API server (or the runtime) has it,
+/// else from the config alone. Bounded: every API request of the call
+/// together takes at most [`k8s::BUDGET`].
+///
+/// A permanent problem (an annotation that does not parse, an interface
+/// clash, a missing NAD, a pod that is gone or is another pod now, 403, an
+/// unusable kubeconfig) leaves out what it hides, and the cluster network
+/// and the configured networks are still deleted: such a pod must not stay
+/// undeletable. A transient one (no answer, 5xx) does the same and asks
+/// the runtime to try again.
+fn rebuild(ctx: &Ctx<'_>) -> Rebuilt {
+    let mut lost = Vec::new();
+    let mut retry = None;
+    let note =
+        |lost: &mut Vec<String>, retry: &mut Option<String>, what: String, e: &ClusterError| {
+            if e.is_transient() {
+                *retry = Some(format!("{what}: {e}"));
+            } else {
+                lost.push(format!("{what}: {e}"));
+            }
+        };
+    let cluster = match ctx.cluster_with(Some(k8s::BUDGET)) {
         Ok(c) => Some(c),
         Err(e) => {
-            unknown = Some(e.to_string());
+            note(&mut lost, &mut retry, "the pod's networks".into(), &e);
             None
         }
     };
     let info = match (&ctx.pod, &cluster) {
         (Some(pod), Some(c)) => match c.pod(pod) {
-            Ok(Some(i)) => Some(i),
+            Ok(Some(i)) if same_pod(pod, &i) => Some(i),
+            Ok(Some(i)) => {
+                lost.push(format!(
+                    "the networks of pod {pod}: it is another pod now (UID {})",
+                    i.uid.unwrap_or_default()
+                ));
+                None
+            }
             Ok(None) => {
-                tracing::warn!(pod = %pod, "pod is gone and no cache: only configured networks can be deleted");
+                lost.push(format!("the networks of pod {pod}: the pod is gone"));
                 None
             }
             Err(e) => {
-                unknown = Some(e.to_string());
+                note(
+                    &mut lost,
+                    &mut retry,
+                    format!("the networks of pod {pod}"),
+                    &e,
+                );
                 None
             }
         },
         _ => None,
     };
-    let podctx = ctx.pod_context(info.as_ref());
-    // With the API server down, NAD lookups would fail too: resolve the
-    // configured networks from files only.
     let resolver = Resolver {
         conf: &ctx.conf,
-        cluster: if unknown.is_some() {
+        // With the API server not answering, NADs would not either: files
+        // only.
+        cluster: if retry.is_some() {
             None
         } else {
             cluster.as_deref()
         },
     };
-    match resolver.plan(podctx, &ctx.req.ifname, &ctx.runtime_config, false) {
+    let ifname = &ctx.req.ifname;
+    let rc = &ctx.runtime_config;
+    let planned = match resolver.plan(ctx.pod_context(info.as_ref()), ifname, rc, Purpose::Del) {
         Ok((planned, skipped)) => {
-            for s in &skipped {
-                tracing::warn!(network = s, "DEL: cannot rebuild this attachment");
-            }
-            (planned.iter().map(|p| cached(ctx, p)).collect(), unknown)
+            lost.extend(skipped);
+            planned
         }
         Err(e) => {
-            tracing::warn!(error = %e, "DEL: cannot rebuild any attachment");
-            (Vec::new(), Some(unknown.unwrap_or_else(|| e.to_string())))
+            let why = format!("the pod's networks: {} {}", e.msg, e.details);
+            if e.code == code::TRY_AGAIN_LATER {
+                retry = Some(why);
+            } else {
+                lost.push(why);
+            }
+            // The configured networks only: as for a pod without
+            // annotations (in its namespace, for systemNamespaces).
+            let bare = PodInfo::default();
+            let podctx = ctx.pod.as_ref().map(|pod| PodContext { pod, info: &bare });
+            match resolver.plan(podctx, ifname, rc, Purpose::Del) {
+                Ok((planned, skipped)) => {
+                    lost.extend(skipped);
+                    planned
+                }
+                Err(e) => {
+                    lost.push(format!("the cluster network: {} {}", e.msg, e.details));
+                    Vec::new()
+                }
+            }
         }
+    };
+    // Without a cache there is no knowing that a network whose plugin is
+    // not installed was ever added (ADD checks every binary before the
+    // first runs): it cannot be deleted either way.
+    let mut attachments = Vec::new();
+    for p in planned {
+        let missing = p
+            .list
+            .plugins
+            .iter()
+            .find(|d| ctx.invoker.find(d.plugin_type()).is_err());
+        match missing {
+            Some(d) => lost.push(format!(
+                "{} ({}): plugin {:?} is not installed",
+                p.network,
+                p.ifname,
+                d.plugin_type()
+            )),
+            None => attachments.push(cached(ctx, &p)),
+        }
+    }
+    Rebuilt {
+        attachments,
+        lost,
+        retry,
+    }
+}
+
+/// Why a pod whose cached attachments DEL could not delete will never be
+/// back for them: it is gone from the API server, or its name is another
+/// pod's now. `None` while it exists, in standalone mode, or when the API
+/// server cannot tell (then the runtime retries).
+fn pod_gone(ctx: &Ctx<'_>) -> Option<String> {
+    let pod = ctx.pod.as_ref()?;
+    if !matches!(ctx.mode, Mode::Kube(_)) {
+        return None;
+    }
+    let cluster = ctx.cluster_with(Some(k8s::BUDGET)).ok()?;
+    match cluster.pod(pod) {
+        Ok(None) => Some(format!("pod {pod} is gone from the API server")),
+        Ok(Some(i)) if !same_pod(pod, &i) => Some(format!(
+            "pod {pod} is another pod now (UID {})",
+            i.uid.unwrap_or_default()
+        )),
+        _ => None,
     }
 }

@@ -75,6 +75,19 @@ pub struct Planned {
     pub device: Option<Device>,
 }
 
+/// Why a plan is made: ADD checks everything a pod may ask for; DEL only
+/// needs to name what ADD may have made, so it skips the checks that only
+/// guard what a pod may ask for (capabilities, namespace isolation: a
+/// setting changed since ADD must not make a pod undeletable) and leaves
+/// out what it cannot resolve instead of failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// ADD: strict.
+    Add,
+    /// DEL rebuilding a lost cache: lenient.
+    Del,
+}
+
 /// The pod, as far as it is known.
 #[derive(Debug, Clone, Copy)]
 pub struct PodContext<'a> {
@@ -119,18 +132,30 @@ impl Resolver<'_> {
         let ns = &self.conf.multus_namespace;
         // Only a DNS-1123 label can be a NAD; paths and conf names skip it.
         let is_object_name = selection::dns_label("network name", name).is_ok();
-        if let Some(cluster) = self.nads().filter(|_| is_object_name)
-            && let Some(nad) = cluster.nad(ns, name)?
-        {
-            return Network::from_nad(&nad, self.conf.conf_dir());
+        // A failed NAD lookup falls back to files, as in Multus: the node's
+        // own cluster network must not depend on the API server answering.
+        let mut lookup_error = None;
+        if let Some(cluster) = self.nads().filter(|_| is_object_name) {
+            match cluster.nad(ns, name) {
+                Ok(Some(nad)) => return Network::from_nad(&nad, self.conf.conf_dir()),
+                Ok(None) => {}
+                Err(e) => lookup_error = Some(CniError::from(e)),
+            }
         }
         match self.conf.network_from_files(name)? {
-            Some(list) => Ok(Network::from_file(list.name.clone(), list)),
-            None => Err(invalid(format!(
-                "network {name:?} is not a network attachment definition in {ns}, \
-                 a network in {}, nor a config file or directory",
-                self.conf.conf_dir().display()
-            ))),
+            Some(list) => {
+                if let Some(e) = &lookup_error {
+                    tracing::warn!(network = name, error = %e, "NAD lookup failed; using the config file of that name");
+                }
+                Ok(Network::from_file(list.name.clone(), list))
+            }
+            None => Err(lookup_error.unwrap_or_else(|| {
+                invalid(format!(
+                    "network {name:?} is not a network attachment definition in {ns}, \
+                     a network in {}, nor a config file or directory",
+                    self.conf.conf_dir().display()
+                ))
+            })),
         }
     }
 
@@ -155,9 +180,10 @@ impl Resolver<'_> {
         pod_ns: &str,
         sel: &NetworkSelection,
         default_ns: &str,
+        purpose: Purpose,
     ) -> Result<Network, CniError> {
         let ns = sel.namespace.as_deref().unwrap_or(default_ns);
-        if !self.conf.namespace_allowed(pod_ns, ns) {
+        if purpose == Purpose::Add && !self.conf.namespace_allowed(pod_ns, ns) {
             return Err(invalid(format!(
                 "namespace isolation: a pod in {pod_ns:?} may not use network {ns}/{} \
                  (allowed: its own namespace and {:?})",
@@ -192,7 +218,7 @@ impl Resolver<'_> {
 
     /// The primary network: the pod's default-network annotation when set,
     /// else the configured cluster network.
-    fn primary(&self, pod: Option<PodContext<'_>>) -> Result<Network, CniError> {
+    fn primary(&self, pod: Option<PodContext<'_>>, purpose: Purpose) -> Result<Network, CniError> {
         let Some(ctx) = pod else {
             return self.cluster_network();
         };
@@ -207,15 +233,22 @@ impl Resolver<'_> {
                 sels.len()
             )));
         };
-        self.selected_network(&ctx.pod.namespace, sel, &self.conf.multus_namespace)
+        self.selected_network(
+            &ctx.pod.namespace,
+            sel,
+            &self.conf.multus_namespace,
+            purpose,
+        )
     }
 
-    /// Every attachment of the pod, in ADD order.
+    /// Every attachment of the pod, in ADD order: the cluster network,
+    /// `delegates[1..]` (without `clusterNetwork`), `defaultNetworks`, the
+    /// annotation's networks.
     ///
-    /// With `strict` (ADD), the first network that cannot be resolved fails
-    /// the whole plan. Without it (DEL rebuilding a lost cache), such
-    /// networks are left out and named in the second list, and the others
-    /// keep the interface names they had at ADD.
+    /// For ADD the first network that cannot be resolved fails the whole
+    /// plan. For DEL (rebuilding a lost cache) such networks are left out
+    /// and named in the second list, and the others keep the interface
+    /// names they had at ADD.
     ///
     /// # Errors
     /// A bad annotation (6/7), a missing or forbidden NAD (7), an
@@ -225,10 +258,11 @@ impl Resolver<'_> {
         pod: Option<PodContext<'_>>,
         primary_ifname: &str,
         runtime_config: &Map<String, Value>,
-        strict: bool,
+        purpose: Purpose,
     ) -> Result<(Vec<Planned>, Vec<String>), CniError> {
+        let strict = purpose == Purpose::Add;
         let mut skipped = Vec::new();
-        let primary = self.primary(pod)?;
+        let primary = self.primary(pod, purpose)?;
         let mut out = vec![Planned {
             network: primary.name,
             list: primary.list,
@@ -250,16 +284,31 @@ impl Resolver<'_> {
             Some(text) => selection::parse(text)?,
             None => Vec::new(),
         };
+        let delegates = self.conf.extra_delegates()?;
         // Names for every entry first, so that a network left out below
         // does not shift the names of the ones after it.
-        let placeholders: Vec<NetworkSelection> = defaults
+        let placeholders: Vec<NetworkSelection> = delegates
             .iter()
             .map(|_| NetworkSelection::default())
+            .chain(defaults.iter().map(|_| NetworkSelection::default()))
             .chain(annotated.iter().cloned())
             .collect();
         let ifnames = selection::interface_names(&placeholders, primary_ifname, 1)?;
         let mut ifnames = ifnames.into_iter();
 
+        for list in delegates {
+            let ifname = ifnames.next().expect("one name per network");
+            out.push(Planned {
+                network: list.name.clone(),
+                list,
+                ifname,
+                default: false,
+                capability_args: Map::new(),
+                default_route: None,
+                resource: None,
+                device: None,
+            });
+        }
         for name in defaults {
             let ifname = ifnames.next().expect("one name per network");
             match self.config_network(name) {
@@ -283,8 +332,8 @@ impl Resolver<'_> {
         for sel in &annotated {
             let ifname = ifnames.next().expect("one name per network");
             let resolved = self
-                .selected_network(pod_ns, sel, pod_ns)
-                .and_then(|n| attachment(n, sel, ifname.clone()));
+                .selected_network(pod_ns, sel, pod_ns, purpose)
+                .and_then(|n| attachment(n, sel, ifname.clone(), purpose));
             match resolved {
                 Ok(p) => out.push(p),
                 Err(e) if !strict && e.code != code::TRY_AGAIN_LATER => {
@@ -325,14 +374,19 @@ fn requested_capabilities(sel: &NetworkSelection) -> Map<String, Value> {
 /// `args.cni` (annotation values win), and every requested runtimeConfig key
 /// declared by some plugin of the network: the spec's MUST, which Multus
 /// skips (libcni then drops the value without a word).
-fn attachment(n: Network, sel: &NetworkSelection, ifname: String) -> Result<Planned, CniError> {
+fn attachment(
+    n: Network,
+    sel: &NetworkSelection,
+    ifname: String,
+    purpose: Purpose,
+) -> Result<Planned, CniError> {
     let Network {
         name: network,
         list,
         resource,
     } = n;
     let caps = requested_capabilities(sel);
-    for key in caps.keys() {
+    for key in caps.keys().filter(|_| purpose == Purpose::Add) {
         if !list
             .plugins
             .iter()
@@ -478,7 +532,7 @@ mod tests {
             }),
             "eth0",
             runtime.as_object().unwrap(),
-            true,
+            Purpose::Add,
         )
         .map(|(p, _)| p)
     }
@@ -568,6 +622,43 @@ mod tests {
     }
 
     #[test]
+    fn a_del_plan_skips_the_checks_that_only_guard_an_add() {
+        // Isolation switched on since ADD, and a request for a capability
+        // the NAD does not declare (any more): ADD refuses, DEL must not.
+        let f = fixture(&json!({"namespaceIsolation": true, "globalNamespaces": ""}));
+        let pod = PodRef {
+            namespace: "team-b".into(),
+            name: "p".into(),
+            uid: None,
+        };
+        let info = PodInfo {
+            uid: None,
+            annotations: [(
+                NETWORKS_ANNOTATION.to_owned(),
+                r#"[{"name": "mv", "namespace": "default", "bandwidth": {"ingressRate": 1}}]"#
+                    .to_owned(),
+            )]
+            .into(),
+        };
+        let r = Resolver {
+            conf: &f.conf,
+            cluster: Some(&f.cluster),
+        };
+        let ctx = Some(PodContext {
+            pod: &pod,
+            info: &info,
+        });
+        let e = r.plan(ctx, "eth0", &Map::new(), Purpose::Add).unwrap_err();
+        assert!(e.msg.contains("namespace isolation"), "{e:?}");
+        let (p, skipped) = r.plan(ctx, "eth0", &Map::new(), Purpose::Del).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(
+            p.iter().map(|p| p.network.as_str()).collect::<Vec<_>>(),
+            ["pod-network", "default/mv"]
+        );
+    }
+
+    #[test]
     fn lenient_plan_keeps_interface_names_of_what_it_can_resolve() {
         let f = fixture(&json!({}));
         let pod = PodRef {
@@ -587,8 +678,8 @@ mod tests {
             pod: &pod,
             info: &info,
         });
-        assert!(r.plan(ctx, "eth0", &Map::new(), true).is_err());
-        let (p, skipped) = r.plan(ctx, "eth0", &Map::new(), false).unwrap();
+        assert!(r.plan(ctx, "eth0", &Map::new(), Purpose::Add).is_err());
+        let (p, skipped) = r.plan(ctx, "eth0", &Map::new(), Purpose::Del).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[1].ifname, "net2", "the missing NAD keeps net1");
         assert_eq!(skipped.len(), 1);

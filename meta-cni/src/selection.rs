@@ -27,17 +27,21 @@ pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
 pub struct NetworkSelection {
     /// The NetworkAttachmentDefinition name.
     pub name: String,
-    /// Its namespace; `None` means the pod's own.
-    #[serde(default)]
+    /// Its namespace; `None` (or `""`) means the pod's own.
+    #[serde(default, deserialize_with = "unset_if_empty")]
     pub namespace: Option<String>,
-    /// The interface name in the pod; `None` means `net<N>`.
-    #[serde(default, alias = "interfaceRequest")]
+    /// The interface name in the pod; `None` (or `""`) means `net<N>`.
+    #[serde(
+        default,
+        alias = "interfaceRequest",
+        deserialize_with = "unset_if_empty"
+    )]
     pub interface: Option<String>,
     /// Static IPs (IP or CIDR), for delegates with the `ips` capability.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_if_null")]
     pub ips: Vec<String>,
     /// A MAC address, for delegates with the `mac` capability.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unset_if_empty")]
     pub mac: Option<String>,
     /// Gateways whose default route this attachment takes over.
     #[serde(default, rename = "default-route")]
@@ -52,14 +56,33 @@ pub struct NetworkSelection {
     #[serde(default)]
     pub bandwidth: Option<Value>,
     /// For delegates with the `infinibandGUID` capability.
-    #[serde(default, rename = "infiniband-guid")]
+    #[serde(
+        default,
+        rename = "infiniband-guid",
+        deserialize_with = "unset_if_empty"
+    )]
     pub infiniband_guid: Option<String>,
     /// Checked (not together with `ips`) and not passed on, as in Multus.
-    #[serde(default, rename = "ipam-claim-reference")]
+    #[serde(
+        default,
+        rename = "ipam-claim-reference",
+        deserialize_with = "unset_if_empty"
+    )]
     pub ipam_claim_reference: Option<String>,
     /// A device for delegates with the `deviceID` capability.
-    #[serde(default, rename = "deviceID")]
+    #[serde(default, rename = "deviceID", deserialize_with = "unset_if_empty")]
     pub device_id: Option<String>,
+}
+
+/// `""` and `null` mean "not set", as in Multus (whose Go struct fields
+/// are plain strings): pods written for Multus carry them.
+fn unset_if_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
+/// `null` means no entries, as a Go nil slice does.
+fn empty_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 fn invalid(msg: impl Into<String>) -> CniError {
@@ -291,6 +314,26 @@ mod tests {
             Some("old0"),
             "interfaceRequest alias"
         );
+    }
+
+    #[test]
+    fn empty_strings_and_nulls_mean_unset_as_in_multus() {
+        let s = parse(
+            r#"[{"name": "a", "interface": "", "namespace": "", "mac": "", "ips": null,
+                 "infiniband-guid": "", "deviceID": "", "ipam-claim-reference": "",
+                 "default-route": null, "cni-args": null}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s[0],
+            NetworkSelection {
+                name: "a".into(),
+                ..NetworkSelection::default()
+            }
+        );
+        assert_eq!(interface_names(&s, "eth0", 1).unwrap(), ["net1"]);
+        // A name is still required.
+        assert_eq!(parse(r#"[{"name": ""}]"#).unwrap_err().code, 7);
     }
 
     #[test]

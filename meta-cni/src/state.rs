@@ -11,7 +11,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use plexus_cni::conf::NetworkConfigList;
@@ -112,18 +112,14 @@ pub fn path(cni_dir: &Path, container_id: &str, ifname: &str) -> PathBuf {
     cni_dir.join(format!("{container_id}_{ifname}.json"))
 }
 
-/// Creates `dir` (and parents) with mode 0700 for the directories it makes,
-/// and tightens `dir` itself to 0700.
+/// Creates `dir` (and parents) with mode 0700 for the directories it
+/// makes. A directory that exists keeps its mode: plexus never changes a
+/// directory it did not create (the files it writes are 0600 anyway).
 ///
 /// # Errors
 /// On I/O failure.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let perms = fs::metadata(dir)?.permissions();
-    if perms.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// Replaces `path` atomically with `bytes`, mode 0600, in a 0700 directory:
@@ -265,6 +261,81 @@ impl Cache {
     }
 }
 
+/// An exclusive `flock(2)` on an attachment's lock file,
+/// `<cniDir>/<containerID>_<ifname>.lock`: ADD holds it from before its plan
+/// is cached until it returns, DEL waits for it, and GC leaves alone a
+/// container whose lock is held (its ADD is still running, and its cache,
+/// a plan without results, is not stale). The kernel drops the lock when
+/// the process ends, however it ends; the file goes when the holder lets
+/// go, so it exists only while someone works on the attachment.
+#[derive(Debug)]
+pub struct AttachmentLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl AttachmentLock {
+    fn open(cni_dir: &Path, container_id: &str, ifname: &str) -> io::Result<(File, PathBuf)> {
+        private_dir(cni_dir)?;
+        let path = cni_dir.join(format!("{container_id}_{ifname}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok((file, path))
+    }
+
+    fn flock(file: &File, nonblocking: bool) -> io::Result<bool> {
+        use std::os::fd::AsRawFd as _;
+        let op = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
+        loop {
+            // SAFETY: flock(2) on a descriptor `file` owns.
+            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EWOULDBLOCK) if nonblocking => return Ok(false),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Takes the lock, waiting for a holder; `None` (logged) when the lock
+    /// file cannot be made, and the caller goes on without it.
+    #[must_use]
+    pub fn take(cni_dir: &Path, container_id: &str, ifname: &str) -> Option<Self> {
+        let taken = Self::open(cni_dir, container_id, ifname)
+            .and_then(|(file, path)| Self::flock(&file, false).map(|_| Self { _file: file, path }));
+        match taken {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lock the attachment; going on without");
+                None
+            }
+        }
+    }
+
+    /// Takes the lock if nobody holds it; `Ok(None)` when someone does.
+    ///
+    /// # Errors
+    /// When the lock file cannot be made.
+    pub fn try_take(cni_dir: &Path, container_id: &str, ifname: &str) -> io::Result<Option<Self>> {
+        let (file, path) = Self::open(cni_dir, container_id, ifname)?;
+        Ok(Self::flock(&file, true)?.then_some(Self { _file: file, path }))
+    }
+}
+
+impl Drop for AttachmentLock {
+    /// Removes the file, then (as the fields drop) lets go of the lock.
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// A network config list as a JSON object, for the cache.
 #[must_use]
 pub fn list_to_value(list: &NetworkConfigList) -> Value {
@@ -327,6 +398,43 @@ mod tests {
                 }),
             }],
         }
+    }
+
+    #[test]
+    fn a_directory_that_exists_keeps_its_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shared");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        sample().save(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o755);
+        assert_eq!(
+            fs::metadata(path(&dir, "c1", "eth0")).unwrap().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_and_its_file_goes_with_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let held = AttachmentLock::take(tmp.path(), "c1", "eth0").unwrap();
+        assert!(
+            AttachmentLock::try_take(tmp.path(), "c1", "eth0")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            AttachmentLock::try_take(tmp.path(), "c2", "eth0")
+                .unwrap()
+                .is_some()
+        );
+        drop(held);
+        assert!(!tmp.path().join("c1_eth0.lock").exists());
+        assert!(
+            AttachmentLock::try_take(tmp.path(), "c1", "eth0")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
