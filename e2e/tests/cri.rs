@@ -36,6 +36,7 @@ macro_rules! both {
 both!(
     pods_attach_ping_and_leave_nothing_behind,
     failed_adds_name_their_cause_and_leave_nothing_behind,
+    pods_whose_networks_cannot_be_rebuilt_are_still_deleted,
 );
 
 /// A world with containerd running plexus. containerd goes first (field
@@ -256,6 +257,34 @@ fn failed_adds_name_their_cause_and_leave_nothing_behind(src: Source) {
         let msg = err.message();
         assert!(msg.contains(cause), "{name}: {msg}");
         assert!(msg.contains("plexus"), "{name}: the plugin is named: {msg}");
+    }
+    node.delete_all_and_check_clean(&[], &[]);
+}
+
+/// The pods containerd could never delete before (issue 20): ADD fails,
+/// and so did every DEL after it, so the sandbox stayed listed forever.
+/// Now ADD fails naming the cause, and Stop/Remove leave nothing.
+fn pods_whose_networks_cannot_be_rebuilt_are_still_deleted(src: Source) {
+    let node = Node::new(src);
+    node.w.add_nad(
+        "default",
+        "gone-binary",
+        &json!({"cniVersion": "1.0.0", "type": "plexus-test-no-such-plugin"}),
+    );
+    for (name, networks, cause) in [
+        (
+            "malformed",
+            r#"[{"name": "fast", "interface": "this-is-far-too-long"}]"#,
+            "this-is-far-too-long",
+        ),
+        ("no-binary", "gone-binary", "plexus-test-no-such-plugin"),
+    ] {
+        let spec = node.spec(name, Some(networks));
+        let err = node
+            .cri
+            .run_pod(&spec)
+            .expect_err(&format!("RunPodSandbox {name} succeeded"));
+        assert!(err.message().contains(cause), "{name}: {}", err.message());
     }
     node.delete_all_and_check_clean(&[], &[]);
 }
