@@ -23,8 +23,8 @@
 )]
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -231,8 +231,20 @@ fn run_vm(kernel: &Kernel, filter: &str, nextest: &Path, timeout: Duration) -> C
         .spawn()
         .expect("run vng (make setup installs virtme-ng)");
     let relays = [
-        relay(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>), false),
-        relay(child.stderr.take().map(|o| Box::new(o) as Box<dyn Read + Send>), true),
+        relay(
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+            false,
+        ),
+        relay(
+            child
+                .stderr
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+            true,
+        ),
     ];
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait for vng") {
