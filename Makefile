@@ -12,6 +12,8 @@
 #   make kernel-e2e  the tests that touch tc, eBPF or a link type, inside VMs
 #                on Debian's 6.1 and 6.12 kernels (KERNELS, KERNEL_FILTER pick)
 #   make kind-e2e  the kind suite (needs Docker, kind, kubectl): e2e/kind/run.sh
+#   make fuzz    coverage-guided fuzzing of every parser of outside input,
+#                FUZZ_SECS seconds per target (CI replays the corpora instead)
 #   make bench   benchmarks: medians and ratios against a baseline in the same run
 #   make crds    write crds/*.yaml from the Rust types
 
@@ -38,7 +40,7 @@ KERNEL_FILTER ?=
 # ipvlan, 802.1q): they run only in the kernel matrix's VMs.
 HOST_FILTER := not binary(/^vm_/)
 
-.PHONY: setup demo lint test e2e cri-e2e kernel-e2e kind-e2e bench build crds
+.PHONY: setup demo lint test e2e cri-e2e kernel-e2e kind-e2e fuzz bench build crds
 
 setup:
 	@PIP_PACKAGES="$(PIP_PACKAGES)" scripts/setup.sh $(DEB_PACKAGES)
@@ -81,6 +83,19 @@ kernel-e2e: setup build
 
 kind-e2e:
 	e2e/kind/run.sh
+
+# cargo-fuzz on the stable toolchain (RUSTC_BOOTSTRAP=1 lets it use the
+# sanitizer flags). New inputs land in each target's corpus/, which
+# meta-cni/tests/fuzz_corpora.rs replays in every test run.
+FUZZ_SECS ?= 60
+META_FUZZ_TARGETS := annotation netconf nad cache checkpoint
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	set -e; cd meta-cni/fuzz && for t in $(META_FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECS) -print_final_stats=1; \
+	done
+	cd dpu-offload/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run flow_file -- -max_total_time=$(FUZZ_SECS) -print_final_stats=1
 
 # The benchmarks run the release binaries, so build those first. Each
 # bench's output is also kept in target/bench/, and docs/benchmarks.md and

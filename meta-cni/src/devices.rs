@@ -186,8 +186,17 @@ impl CheckpointIds {
 /// When the file cannot be read or is not a checkpoint at all.
 pub fn from_checkpoint(path: &Path, uid: &str) -> Result<DeviceMap, String> {
     let text = fs::read(path).map_err(|e| e.to_string())?;
+    parse_checkpoint(&text, uid).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The devices of the pod with `uid` in a checkpoint's bytes; see
+/// [`from_checkpoint`].
+///
+/// # Errors
+/// When the bytes are not a checkpoint at all.
+pub fn parse_checkpoint(bytes: &[u8], uid: &str) -> Result<DeviceMap, String> {
     let cp: Checkpoint =
-        serde_json::from_slice(&text).map_err(|e| format!("not a device checkpoint: {e}"))?;
+        serde_json::from_slice(bytes).map_err(|e| format!("not a device checkpoint: {e}"))?;
     let mut out = DeviceMap::new();
     for raw in cp.data.entries.unwrap_or_default() {
         match serde_json::from_value::<CheckpointEntry>(raw) {
@@ -196,11 +205,7 @@ pub fn from_checkpoint(path: &Path, uid: &str) -> Result<DeviceMap, String> {
                 .or_default()
                 .extend(e.device_ids.flatten()),
             Ok(_) => {}
-            Err(e) => tracing::warn!(
-                file = %path.display(),
-                error = %e,
-                "skipping an unreadable checkpoint entry"
-            ),
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable checkpoint entry"),
         }
     }
     Ok(out)

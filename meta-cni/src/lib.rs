@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod resolve;
 pub mod routes;
 pub mod selection;
+pub mod selfcheck;
 pub mod state;
 pub mod status;
 

@@ -171,23 +171,33 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Nad>, String> {
     let mut out = Vec::new();
     for path in files {
         let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let err = |e: String| format!("{}: {e}", path.display());
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = Value::deserialize(doc).map_err(|e| err(e.to_string()))?;
-            if value.is_null() {
-                continue;
-            }
-            let items = match value.get("kind").and_then(Value::as_str) {
-                Some("List" | "NetworkAttachmentDefinitionList") => value
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-                _ => vec![value],
-            };
-            for item in items {
-                out.push(Nad::from_object(&item, "default").map_err(err)?);
-            }
+        out.extend(parse_text(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    Ok(out)
+}
+
+/// The NADs in one file's text: YAML documents (JSON is YAML), each a NAD
+/// or a `List` of them; objects without a namespace are in `default`.
+///
+/// # Errors
+/// A document that does not parse or is not a NAD.
+pub fn parse_text(text: &str) -> Result<Vec<Nad>, String> {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = Value::deserialize(doc).map_err(|e| e.to_string())?;
+        if value.is_null() {
+            continue;
+        }
+        let items = match value.get("kind").and_then(Value::as_str) {
+            Some("List" | "NetworkAttachmentDefinitionList") => value
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            _ => vec![value],
+        };
+        for item in items {
+            out.push(Nad::from_object(&item, "default")?);
         }
     }
     Ok(out)

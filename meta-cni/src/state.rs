@@ -206,16 +206,21 @@ impl Cache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", p.display())),
         };
-        let cache: Self =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+        Self::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    }
+
+    /// A cache file's contents, parsed and checked.
+    ///
+    /// # Errors
+    /// JSON that is not a cache, or a format from another plexus.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let cache: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if cache.format != FORMAT {
-            return Err(format!(
-                "{}: cache format {} is not {FORMAT}",
-                p.display(),
-                cache.format
-            ));
+            return Err(format!("cache format {} is not {FORMAT}", cache.format));
         }
-        Ok(Some(cache))
+        Ok(cache)
     }
 
     /// Removes the cache of an attachment (absent is fine).
