@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::{
     flow::{Action, ETH_8021Q, Flow, Mac, Masked, Match, VlanMatch},
-    flower::{FlowCookie, PRIO_BASE, PRIO_SPAN, PortMap, act, flags, verdict},
+    flower::{FlowCookie, PRIO_BASE, PRIO_END, PortMap, act, flags, verdict},
 };
 
 /// `TCA_STATS_PKT64`.
@@ -129,7 +129,7 @@ impl InstalledFlow {
 
 /// Whether a preference is in Plexus's range.
 pub fn is_our_prio(prio: u16) -> bool {
-    (PRIO_BASE..PRIO_BASE + PRIO_SPAN).contains(&prio)
+    (PRIO_BASE..PRIO_END).contains(&prio)
 }
 
 fn value_of(nla: &DefaultNla) -> Vec<u8> {

@@ -99,6 +99,68 @@ pub struct Match {
     pub icmp_code: Option<u8>,
 }
 
+impl Match {
+    /// Whether some packet can match both: every field is either left wild
+    /// by one side, or asked for by both with values that agree on every
+    /// bit both masks keep. Exact on masked keys; used to find flows whose
+    /// order matters (flower cannot order two overlapping filters of one
+    /// preference, and a higher-priority flow left in software is shadowed
+    /// by an overlapping one the NIC holds).
+    #[must_use]
+    pub fn overlaps(&self, other: &Match) -> bool {
+        fn agree<T: PartialEq + Copy>(a: Option<T>, b: Option<T>) -> bool {
+            a.zip(b).is_none_or(|(a, b)| a == b)
+        }
+        fn agree_masked<T: Copy>(
+            a: Option<Masked<T>>,
+            b: Option<Masked<T>>,
+            bits: impl Fn(T) -> u128,
+        ) -> bool {
+            a.zip(b).is_none_or(|(a, b)| {
+                let common = bits(a.mask) & bits(b.mask);
+                bits(a.value) & common == bits(b.value) & common
+            })
+        }
+        fn mac_bits(m: Mac) -> u128 {
+            m.iter().fold(0, |acc, b| acc << 8 | u128::from(*b))
+        }
+        fn ip_bits(a: IpAddr) -> u128 {
+            match a {
+                IpAddr::V4(v) => u128::from(u32::from(v)),
+                IpAddr::V6(v) => u128::from(v),
+            }
+        }
+        let same_family = |a: Option<Masked<IpAddr>>, b: Option<Masked<IpAddr>>| {
+            a.zip(b)
+                .is_none_or(|(a, b)| a.value.is_ipv4() == b.value.is_ipv4())
+        };
+        let vlan = match (self.vlan, other.vlan) {
+            (Some(VlanMatch::Untagged), Some(VlanMatch::Tagged { .. }))
+            | (Some(VlanMatch::Tagged { .. }), Some(VlanMatch::Untagged)) => false,
+            (
+                Some(VlanMatch::Tagged { vid: v1, pcp: p1 }),
+                Some(VlanMatch::Tagged { vid: v2, pcp: p2 }),
+            ) => agree(v1, v2) && agree(p1, p2),
+            _ => true,
+        };
+        vlan && agree(self.dl_type, other.dl_type)
+            && agree_masked(self.dl_src, other.dl_src, mac_bits)
+            && agree_masked(self.dl_dst, other.dl_dst, mac_bits)
+            && same_family(self.nw_src, other.nw_src)
+            && same_family(self.nw_dst, other.nw_dst)
+            && agree_masked(self.nw_src, other.nw_src, ip_bits)
+            && agree_masked(self.nw_dst, other.nw_dst, ip_bits)
+            && agree(self.nw_proto, other.nw_proto)
+            && agree(self.nw_tos, other.nw_tos)
+            && agree(self.nw_ttl, other.nw_ttl)
+            && agree_masked(self.tp_src, other.tp_src, u128::from)
+            && agree_masked(self.tp_dst, other.tp_dst, u128::from)
+            && agree_masked(self.tcp_flags, other.tcp_flags, u128::from)
+            && agree(self.icmp_type, other.icmp_type)
+            && agree(self.icmp_code, other.icmp_code)
+    }
+}
+
 /// One action, in the order the flow lists them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -355,6 +417,54 @@ impl fmt::Display for Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn m(text: &str) -> Match {
+        crate::parse::parse_flow(&format!("in_port=p,{text},actions=drop"))
+            .unwrap()
+            .matches
+    }
+
+    #[test]
+    fn overlap_is_exact_on_masked_keys() {
+        let yes = [
+            ("ip", "ip,nw_dst=10.0.0.1"),
+            ("ip,nw_dst=10.0.0.0/8", "ip,nw_dst=10.1.0.0/16"),
+            ("tcp,tp_dst=0x50/0xfff0", "tcp,tp_dst=81"),
+            (
+                "dl_dst=02:00:00:00:00:00/ff:00:00:00:00:00",
+                "dl_dst=02:11:22:33:44:55",
+            ),
+            ("dl_vlan=5", "dl_vlan=5,dl_vlan_pcp=3"),
+            ("dl_vlan=5,ip", "ip,nw_src=1.2.3.4"),
+            ("tcp,tcp_flags=0x002/0x002", "tcp,tcp_flags=0x012"),
+            ("nw_tos=8,ip", "ip,nw_ttl=3"),
+            ("arp", "dl_src=02:00:00:00:00:01"),
+        ];
+        let no = [
+            ("ip", "arp"),
+            ("ip,nw_dst=10.0.0.0/8", "ip,nw_dst=11.0.0.0/8"),
+            ("tcp,tp_dst=0x50/0xfff0", "tcp,tp_dst=96"),
+            ("tcp", "udp"),
+            ("dl_vlan=5", "dl_vlan=6"),
+            ("dl_vlan=0xffff,ip", "dl_vlan=5,ip"),
+            (
+                "dl_dst=02:00:00:00:00:00/ff:00:00:00:00:00",
+                "dl_dst=04:11:22:33:44:55",
+            ),
+            ("icmp,icmp_type=8", "icmp,icmp_type=0"),
+            ("ip", "ipv6"),
+            ("tcp,tcp_flags=0x002/0x002", "tcp,tcp_flags=0x010"),
+        ];
+        for (a, b) in yes {
+            assert!(m(a).overlaps(&m(b)), "{a} / {b}");
+            assert!(m(b).overlaps(&m(a)), "{b} / {a}");
+        }
+        for (a, b) in no {
+            assert!(!m(a).overlaps(&m(b)), "{a} / {b}");
+            assert!(!m(b).overlaps(&m(a)), "{b} / {a}");
+        }
+        assert!(Match::default().overlaps(&m("tcp,tp_dst=22")));
+    }
 
     #[test]
     fn prefix_lengths() {

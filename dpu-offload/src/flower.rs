@@ -16,10 +16,7 @@
 //!
 //! Pure: no sockets, no sysfs. Ports come resolved in a [`PortMap`].
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    net::IpAddr,
-};
+use std::{collections::HashMap, net::IpAddr};
 
 use fnv::FnvHashMap;
 use plexus_netlink::{
@@ -32,12 +29,20 @@ use crate::flow::{
     Masked, VlanMatch,
 };
 
-/// The first tc preference Plexus uses; flows take `PRIO_BASE..PRIO_BASE +
-/// PRIO_SPAN` on every port, so other agents (Cilium uses 1, kernel-chosen
-/// preferences start at 49152) keep theirs.
-pub const PRIO_BASE: u16 = 0x2000;
+/// The first tc preference Plexus uses. Flows take `PRIO_BASE..PRIO_END`
+/// on every port, so other agents keep theirs: Cilium and most hand-made
+/// filters use 1 and up, the kernel picks 49152 (`PRIO_END`) and down for a
+/// filter added without a preference.
+pub const PRIO_BASE: u16 = 0x1000;
+/// One past the last tc preference Plexus uses.
+pub const PRIO_END: u16 = 0xC000;
 /// How many preferences Plexus owns.
-pub const PRIO_SPAN: u16 = 0x2000;
+pub const PRIO_SPAN: u16 = PRIO_END - PRIO_BASE;
+/// Preferences per OpenFlow priority level, one per EtherType class (a tc
+/// preference holds filters of one protocol only): see [`preference`].
+pub const PRIO_CLASSES: u16 = 8;
+/// How many priority levels the range holds.
+pub const PRIO_LEVELS: u32 = (PRIO_SPAN / PRIO_CLASSES) as u32;
 /// The first two bytes of every Plexus action cookie.
 pub const COOKIE_MAGIC: [u8; 2] = *b"PX";
 /// `TCA_ACT_MAX_PRIO`: at most this many actions per filter.
@@ -283,6 +288,9 @@ pub struct CompiledFlow {
     pub cookie: FlowCookie,
     /// `TCA_OPTIONS`, encoded.
     pub options: Vec<u8>,
+    /// The match alone, encoded ([`match_key`]): a filter with this key at
+    /// this preference can be replaced in place.
+    pub key: Vec<u8>,
 }
 
 impl CompiledFlow {
@@ -310,34 +318,116 @@ impl CompiledFlow {
     }
 }
 
-/// tc preferences for a table: one per distinct (priority, protocol),
-/// highest OpenFlow priority first, from [`PRIO_BASE`].
+/// The EtherType class of a filter's protocol: its slot within a priority
+/// level. All protocols (no `dl_type`), IPv4, IPv6, ARP, 802.1Q, 802.1ad,
+/// MPLS, and one slot for any other EtherType.
+#[must_use]
+pub fn ethertype_class(protocol: u16) -> u16 {
+    match protocol {
+        ETH_P_ALL => 0,
+        0x0800 => 1,
+        ETH_IPV6 => 2,
+        ETH_ARP => 3,
+        ETH_8021Q => 4,
+        crate::flow::ETH_8021AD => 5,
+        0x8847 | 0x8848 => 6,
+        _ => 7,
+    }
+}
+
+/// The priority level of an OpenFlow priority: 65535 is level 0 (looked at
+/// first), 0 the last level. Each of the [`PRIO_LEVELS`] levels holds a run
+/// of 11 or 12 consecutive priorities.
+#[must_use]
+pub fn level(priority: u16) -> u16 {
+    ((u32::from(u16::MAX - priority) * PRIO_LEVELS) >> 16) as u16
+}
+
+/// The OpenFlow priorities that share `priority`'s level.
+#[must_use]
+pub fn level_priorities(priority: u16) -> std::ops::RangeInclusive<u16> {
+    let l = level(priority);
+    let mut lo = priority;
+    while lo > 0 && level(lo - 1) == l {
+        lo -= 1;
+    }
+    let mut hi = priority;
+    while hi < u16::MAX && level(hi + 1) == l {
+        hi += 1;
+    }
+    lo..=hi
+}
+
+/// A flow's tc preference, from the flow alone: its OpenFlow priority's
+/// level and its EtherType class. Adding or removing a flow never moves
+/// another; a higher OpenFlow priority always gets a lower (earlier)
+/// preference; flows of one level and class share a preference, which is
+/// fine unless they overlap ([`check_preferences`]).
+#[must_use]
+pub fn preference(priority: u16, protocol: u16) -> u16 {
+    PRIO_BASE + level(priority) * PRIO_CLASSES + ethertype_class(protocol)
+}
+
+/// What a flower filter cannot express about a table's preferences: two
+/// flows of different priorities that overlap and share a preference
+/// (flower looks at the filters of one preference in no order a flow can
+/// set), and two EtherTypes of the "other" class at one preference (a tc
+/// preference holds one protocol). `placed` is each flow's (port index,
+/// preference).
 ///
 /// # Errors
-/// More distinct pairs than [`PRIO_SPAN`].
-pub fn allocate_prios(flows: &[Flow]) -> Result<Vec<u16>, CompileError> {
-    let key = |f: &Flow| {
-        (
-            std::cmp::Reverse(f.priority),
-            f.protocol().unwrap_or(ETH_P_ALL),
-        )
-    };
-    let distinct: BTreeSet<_> = flows.iter().map(key).collect();
-    if distinct.len() > usize::from(PRIO_SPAN) {
-        return Err(CompileError {
-            line: 0,
-            message: format!(
-                "{} distinct (priority, EtherType) pairs; tc-flower gives Plexus {PRIO_SPAN} preferences",
-                distinct.len()
-            ),
-        });
+/// One per conflicting pair, naming both lines.
+pub fn check_preferences(flows: &[Flow], placed: &[(u32, u16)]) -> Result<(), Vec<CompileError>> {
+    let mut by_pref: HashMap<(u32, u32, u16), Vec<usize>> = HashMap::new();
+    for (i, (f, (port, pref))) in flows.iter().zip(placed).enumerate() {
+        by_pref.entry((*port, f.table, *pref)).or_default().push(i);
     }
-    let rank: HashMap<_, u16> = distinct
-        .into_iter()
-        .enumerate()
-        .map(|(i, k)| (k, PRIO_BASE + i as u16))
-        .collect();
-    Ok(flows.iter().map(|f| rank[&key(f)]).collect())
+    let mut errors = Vec::new();
+    let mut groups: Vec<_> = by_pref.into_iter().collect();
+    groups.sort();
+    for ((_, table, pref), members) in groups {
+        for (n, &a) in members.iter().enumerate() {
+            for &b in &members[n + 1..] {
+                let (fa, fb) = (&flows[a], &flows[b]);
+                let (pa, pb) = (
+                    fa.protocol().unwrap_or(ETH_P_ALL),
+                    fb.protocol().unwrap_or(ETH_P_ALL),
+                );
+                let why = if pa != pb {
+                    format!(
+                        "EtherTypes {pa:#06x} and {pb:#06x}: a tc preference holds one protocol"
+                    )
+                } else if match_key(fa) == match_key(fb) {
+                    "the same match: one flow would replace the other".to_owned()
+                } else if fa.priority != fb.priority && fa.matches.overlaps(&fb.matches) {
+                    let r = level_priorities(fa.priority);
+                    format!(
+                        "priorities {} and {} overlap: Plexus maps priorities {}-{} onto one tc \
+                         preference, where flower cannot order them; make them at least {} apart",
+                        fa.priority,
+                        fb.priority,
+                        r.start(),
+                        r.end(),
+                        r.end() - r.start() + 1
+                    )
+                } else {
+                    continue;
+                };
+                errors.push(CompileError {
+                    line: fb.line,
+                    message: format!(
+                        "shares tc preference {pref} on {} table {table} with line {}: {why}",
+                        fb.in_port, fa.line
+                    ),
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// Compiles a whole table. Every flow is checked before the first is
@@ -350,16 +440,17 @@ pub fn compile(
     ports: &PortMap,
     policy: Policy,
 ) -> Result<Vec<CompiledFlow>, Vec<CompileError>> {
-    let prios = allocate_prios(flows).map_err(|e| vec![e])?;
     let mut out = Vec::with_capacity(flows.len());
     let mut errors = Vec::new();
-    for (index, (flow, prio)) in flows.iter().zip(prios).enumerate() {
+    for (index, flow) in flows.iter().enumerate() {
+        let prio = preference(flow.priority, flow.protocol().unwrap_or(ETH_P_ALL));
         match compile_flow(flow, ports, policy).and_then(|c| {
             let options = encode_options(flow, ports, policy, &c.cookie.to_bytes())?;
             Ok(CompiledFlow {
                 index,
                 prio,
                 options,
+                key: match_key(flow),
                 ..c
             })
         }) {
@@ -367,8 +458,57 @@ pub fn compile(
             Err(e) => errors.push(e),
         }
     }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let placed: Vec<(u32, u16)> = out.iter().map(|c| (c.ifindex, c.prio)).collect();
+    check_preferences(flows, &placed)?;
+    check_goto_depth(flows)?;
+    Ok(out)
+}
+
+/// The kernel's `max_reclassify_loop` on the oldest kernels (it was raised
+/// to 16 in Linux 5.13): a packet may take at most this many gotos before
+/// tc drops it. Flower tables are held to it so that they behave the same
+/// on every kernel.
+pub const MAX_GOTOS: usize = 4;
+
+/// Refuses a table in which a packet could take more than [`MAX_GOTOS`]
+/// gotos (the longest chain of tables `goto_table` links).
+///
+/// # Errors
+/// The line of a goto that goes too deep.
+pub fn check_goto_depth(flows: &[Flow]) -> Result<(), Vec<CompileError>> {
+    // Gotos only go to later tables, so depth is computed in table order.
+    let mut tables: Vec<u32> = flows.iter().map(|f| f.table).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let mut depth: HashMap<u32, usize> = HashMap::new();
+    depth.insert(0, 0);
+    let mut errors = Vec::new();
+    for t in tables {
+        let Some(&d) = depth.get(&t) else { continue };
+        for f in flows.iter().filter(|f| f.table == t) {
+            for a in &f.actions {
+                if let Action::GotoTable(n) = a {
+                    if d + 1 > MAX_GOTOS {
+                        errors.push(CompileError {
+                            line: f.line,
+                            message: format!(
+                                "goto_table:{n} is goto number {} on the way from table 0; tc drops \
+                                 a packet after {MAX_GOTOS} (max_reclassify_loop on older kernels)",
+                                d + 1
+                            ),
+                        });
+                    }
+                    let e = depth.entry(*n).or_insert(0);
+                    *e = (*e).max(d + 1);
+                }
+            }
+        }
+    }
     if errors.is_empty() {
-        Ok(out)
+        Ok(())
     } else {
         Err(errors)
     }
@@ -411,6 +551,7 @@ fn compile_flow(
             digest: fnv1a32(text.as_bytes()),
         },
         options: Vec::new(),
+        key: Vec::new(),
     })
 }
 
@@ -503,6 +644,21 @@ pub fn encode_options(
         w.put_u16_be(key::ETH_TYPE, p);
     }
     Ok(w.into_bytes())
+}
+
+/// A flow's match as flower keys, without actions or flags: two filters of
+/// one preference with the same key are the same entry of flower's hash
+/// table (adding the second is `EEXIST`), so one can only replace the
+/// other. Built by the encoder itself, so a flow decoded from a dump gives
+/// the key of the flow it was compiled from.
+#[must_use]
+pub fn match_key(flow: &Flow) -> Vec<u8> {
+    let mut w = AttrWriter::with_capacity(160);
+    write_keys(&mut w, flow);
+    if let Some(p) = flow.protocol() {
+        w.put_u16_be(key::ETH_TYPE, p);
+    }
+    w.into_bytes()
 }
 
 fn write_keys(w: &mut AttrWriter, flow: &Flow) {
@@ -960,7 +1116,27 @@ mod tests {
     }
 
     #[test]
-    fn prios_follow_priority_then_protocol() {
+    fn preferences_depend_on_the_flow_alone() {
+        // The extremes of OpenFlow's range, and the order kept.
+        assert_eq!(preference(65535, ETH_P_ALL), PRIO_BASE);
+        assert_eq!(
+            preference(0, 0x1234),
+            PRIO_BASE + (PRIO_LEVELS as u16 - 1) * PRIO_CLASSES + 7
+        );
+        assert!(preference(0, 0x1234) < PRIO_END);
+        for p in 0..u16::MAX {
+            assert!(level(p + 1) <= level(p), "{p}");
+        }
+        // Each level holds 11 or 12 priorities, every priority one level.
+        let mut count = vec![0usize; PRIO_LEVELS as usize];
+        for p in 0..=u16::MAX {
+            count[usize::from(level(p))] += 1;
+        }
+        let widths: std::collections::BTreeSet<usize> = count.into_iter().collect();
+        assert_eq!(widths, [11, 12].into());
+        assert_eq!(level_priorities(100), 93..=103);
+        assert_eq!(level_priorities(u16::MAX), 65524..=65535);
+        // One slot per EtherType class within a level.
         let flows = parse_flows(
             "priority=10,in_port=p0,actions=drop\n\
              priority=200,in_port=p0,ip,actions=drop\n\
@@ -968,12 +1144,83 @@ mod tests {
              priority=200,in_port=rep1,ip,nw_src=10.0.0.1,actions=drop\n",
         )
         .unwrap();
-        // 200/ip and 200/arp need two preferences (one protocol each); the
-        // highest priority gets the lowest preference.
+        let prefs: Vec<u16> = flows
+            .iter()
+            .map(|f| preference(f.priority, f.protocol().unwrap_or(ETH_P_ALL)))
+            .collect();
+        let l200 = PRIO_BASE + level(200) * PRIO_CLASSES;
         assert_eq!(
-            allocate_prios(&flows).unwrap(),
-            vec![PRIO_BASE + 2, PRIO_BASE, PRIO_BASE + 1, PRIO_BASE]
+            prefs,
+            [
+                PRIO_BASE + level(10) * PRIO_CLASSES,
+                l200 + 1,
+                l200 + 3,
+                l200 + 1
+            ]
         );
+        // Adding a flow changes no other flow's preference.
+        let more = parse_flows(
+            "priority=10,in_port=p0,actions=drop\n\
+             priority=300,in_port=p0,tcp,actions=drop\n",
+        )
+        .unwrap();
+        assert_eq!(preference(more[0].priority, ETH_P_ALL), prefs[0], "stable");
+    }
+
+    #[test]
+    fn overlapping_flows_one_preference_cannot_order_are_refused() {
+        let p = ports();
+        // 100 and 101 share a level; these two overlap (10.0.0.1 is in
+        // 10.0.0.0/8), so flower could not say which wins.
+        let flows = parse_flows(
+            "priority=100,in_port=pf0vf1,ip,nw_dst=10.0.0.0/8,actions=drop\n\
+             priority=101,in_port=pf0vf1,ip,nw_dst=10.0.0.1,actions=output:p0\n",
+        )
+        .unwrap();
+        let e = compile(&flows, &p, Policy::PreferHw).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, 2);
+        assert!(e[0].message.contains("line 1"), "{e:?}");
+        assert!(e[0].message.contains("93-103"), "{e:?}");
+        // Disjoint ones share a preference without harm; 12 apart is
+        // another level.
+        for ok in [
+            "priority=100,in_port=pf0vf1,ip,nw_dst=10.0.0.0/8,actions=drop\n\
+             priority=101,in_port=pf0vf1,ip,nw_dst=11.0.0.1,actions=output:p0\n",
+            "priority=100,in_port=pf0vf1,ip,nw_dst=10.0.0.0/8,actions=drop\n\
+             priority=104,in_port=pf0vf1,ip,nw_dst=10.0.0.1,actions=output:p0\n",
+            "priority=100,in_port=pf0vf1,ip,nw_dst=10.0.0.0/8,actions=drop\n\
+             priority=101,in_port=p0,ip,nw_dst=10.0.0.1,actions=output:pf0vf1\n",
+        ] {
+            compile(&parse_flows(ok).unwrap(), &p, Policy::PreferHw).unwrap();
+        }
+        // Two "other" EtherTypes at one level.
+        let e = compile(
+            &parse_flows(
+                "priority=100,in_port=p0,dl_type=0x88cc,actions=drop\n\
+                 priority=100,in_port=p0,dl_type=0x88f7,actions=drop\n",
+            )
+            .unwrap(),
+            &p,
+            Policy::PreferHw,
+        )
+        .unwrap_err();
+        assert!(e[0].message.contains("one protocol"), "{e:?}");
+    }
+
+    #[test]
+    fn goto_depth_is_held_to_the_oldest_kernels_limit() {
+        let p = ports();
+        let chain = |n: u32| {
+            (0..n)
+                .map(|t| format!("table={t},in_port=p0,actions=goto_table:{}\n", t + 1))
+                .collect::<String>()
+                + &format!("table={n},in_port=p0,actions=drop\n")
+        };
+        compile(&parse_flows(&chain(4)).unwrap(), &p, Policy::PreferHw).unwrap();
+        let e = compile(&parse_flows(&chain(5)).unwrap(), &p, Policy::PreferHw).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].message.contains("goto number 5"), "{e:?}");
     }
 
     #[test]

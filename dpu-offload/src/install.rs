@@ -8,8 +8,10 @@
 //! hardware refusal an error carrying the kernel's extended ack), and
 //! reconciliation: what is installed is found by dumping every port's
 //! ingress for filters in Plexus's preference range with a `PX` cookie,
-//! so a re-apply keeps unchanged filters, adds new ones before it removes
-//! old ones, and also removes what a crashed run left behind.
+//! so a re-apply keeps unchanged filters, replaces in place those whose
+//! match stays (one `NLM_F_REPLACE`: no moment without the flow), adds new
+//! ones before it removes old ones, and also removes what a crashed run
+//! left behind.
 //!
 //! Validate, then apply, then roll back: the whole table is compiled and
 //! every port resolved before the first request; if an add fails, the
@@ -81,6 +83,9 @@ pub enum Change {
     Added,
     /// Already installed as compiled; untouched.
     Kept,
+    /// Its filter was swapped in place (same match, other actions, cookie
+    /// or policy): one `NLM_F_REPLACE`, never a moment without it.
+    Replaced,
 }
 
 /// Where one flow of the table lives after an apply.
@@ -223,6 +228,20 @@ fn del_request(f: &InstalledFlow) -> TcFilter {
     }
 }
 
+/// Swaps `old` for `c` in place: `NLM_F_CREATE | NLM_F_REPLACE` with the
+/// old filter's handle (`tc filter replace`), echoed back.
+fn replace(
+    nl: &mut Netlink,
+    c: &CompiledFlow,
+    old: &InstalledFlow,
+) -> Result<tc::TcFilterEntry, plexus_netlink::Error> {
+    let filter = TcFilter {
+        handle: old.handle,
+        ..c.filter()
+    };
+    tc::replace_filter_echo(nl, &filter)
+}
+
 /// Deletes one installed filter; one already gone is not an error.
 ///
 /// # Errors
@@ -239,20 +258,26 @@ pub fn delete(nl: &mut Netlink, f: &InstalledFlow) -> Result<(), plexus_netlink:
 pub struct Plan<'a> {
     /// Flows (by table index) already installed exactly as compiled.
     pub kept: HashMap<usize, &'a InstalledFlow>,
-    /// Flows to add.
+    /// Flows whose match is installed at their preference with something
+    /// else to do (actions, cookie, policy): replaced in place, each with
+    /// the handle of the filter it replaces.
+    pub replaced: Vec<(&'a CompiledFlow, &'a InstalledFlow)>,
+    /// Flows to add (a new match, or a new preference).
     pub to_add: Vec<&'a CompiledFlow>,
     /// Stale filters to delete before adding: they sit in a preference a
     /// new filter of another protocol needs (a tc preference holds one
-    /// protocol).
+    /// protocol; only filters of another Plexus version's preferences).
     pub early: Vec<&'a InstalledFlow>,
-    /// Stale filters to delete after adding (make before break): changed
-    /// flows' old versions, flows no longer in the table, crash leftovers.
+    /// Stale filters to delete after adding (make before break): flows
+    /// whose match changed, flows no longer in the table, crash leftovers.
     pub late: Vec<&'a InstalledFlow>,
 }
 
 /// Diffs the compiled table against Plexus's installed filters. A filter
-/// is kept when port, chain, preference and cookie all match: the cookie's
-/// digest covers the match, the actions, their ports and the policy.
+/// is kept when port, chain, preference and cookie all match (the cookie's
+/// digest covers the match, the actions, their ports and the policy); it
+/// is replaced when port, chain, preference, protocol and match do but the
+/// cookie does not; everything else is added, or deleted.
 pub fn plan<'a>(compiled: &'a [CompiledFlow], installed: &'a [InstalledFlow]) -> Plan<'a> {
     let mut pool: HashMap<(u32, u32, u16, [u8; 16]), Vec<&InstalledFlow>> = HashMap::new();
     for f in installed {
@@ -265,7 +290,7 @@ pub fn plan<'a>(compiled: &'a [CompiledFlow], installed: &'a [InstalledFlow]) ->
             .push(f);
     }
     let mut kept = HashMap::new();
-    let mut to_add = Vec::new();
+    let mut rest = Vec::new();
     for c in compiled {
         match pool
             .get_mut(&(c.ifindex, c.chain, c.prio, c.cookie.to_bytes()))
@@ -274,6 +299,27 @@ pub fn plan<'a>(compiled: &'a [CompiledFlow], installed: &'a [InstalledFlow]) ->
             Some(f) => {
                 kept.insert(c.index, f);
             }
+            None => rest.push(c),
+        }
+    }
+    // What is left installed, by where it is and what it matches.
+    type Slot = (u32, u32, u16, u16, Vec<u8>);
+    let mut by_key: HashMap<Slot, Vec<&InstalledFlow>> = HashMap::new();
+    for f in pool.into_values().flatten() {
+        let key = flower::match_key(&f.flow);
+        by_key
+            .entry((f.ifindex, f.chain, f.prio, f.protocol, key))
+            .or_default()
+            .push(f);
+    }
+    let mut replaced = Vec::new();
+    let mut to_add = Vec::new();
+    for c in rest {
+        match by_key
+            .get_mut(&(c.ifindex, c.chain, c.prio, c.protocol, c.key.clone()))
+            .and_then(Vec::pop)
+        {
+            Some(f) => replaced.push((c, f)),
             None => to_add.push(c),
         }
     }
@@ -281,7 +327,7 @@ pub fn plan<'a>(compiled: &'a [CompiledFlow], installed: &'a [InstalledFlow]) ->
         .iter()
         .map(|c| ((c.ifindex, c.chain, c.prio), c.protocol))
         .collect();
-    let mut stale: Vec<&InstalledFlow> = pool.into_values().flatten().collect();
+    let mut stale: Vec<&InstalledFlow> = by_key.into_values().flatten().collect();
     stale.sort_by_key(|f| (f.ifindex, f.chain, f.prio, f.handle));
     let (early, late) = stale.into_iter().partition(|f| {
         wanted
@@ -290,6 +336,7 @@ pub fn plan<'a>(compiled: &'a [CompiledFlow], installed: &'a [InstalledFlow]) ->
     });
     Plan {
         kept,
+        replaced,
         to_add,
         early,
         late,
@@ -312,12 +359,34 @@ pub fn apply(
     let before = installed(nl, ports)?;
     let Plan {
         kept,
+        replaced,
         to_add,
         early,
         late,
     } = plan(&compiled, &before);
     for f in &early {
         delete(nl, f)?;
+    }
+
+    // Replacements first: each swaps one filter for its new version in
+    // one request (the kernel installs the new one, in hardware too,
+    // before it removes the old), so nothing is ever missing.
+    let mut swapped: HashMap<usize, InstalledFlow> = HashMap::new();
+    for (c, old) in &replaced {
+        let flow = &flows[c.index];
+        let entry = replace(nl, c, old).map_err(|e| add_error(e, flow, policy))?;
+        let got = match dump::decode(&entry, ports) {
+            Ok(Some(f)) => f,
+            _ => echo_fallback(c, &entry),
+        };
+        if policy == Policy::HwOnly && !got.in_hw() {
+            return Err(InstallError::HwRefused {
+                line: flow.line,
+                port: flow.in_port.clone(),
+                reason: "the kernel accepted skip_sw but reports the filter not in hardware".into(),
+            });
+        }
+        swapped.insert(c.index, got);
     }
 
     let mut created: Vec<u32> = Vec::new();
@@ -349,9 +418,10 @@ pub fn apply(
     let flows_out = compiled
         .iter()
         .map(|c| {
-            let (f, change) = match kept.get(&c.index) {
-                Some(f) => (*f, Change::Kept),
-                None => (by_index[&c.index], Change::Added),
+            let (f, change) = match (kept.get(&c.index), swapped.get(&c.index)) {
+                (Some(f), _) => (*f, Change::Kept),
+                (None, Some(f)) => (f, Change::Replaced),
+                (None, None) => (by_index[&c.index], Change::Added),
             };
             let flow = &flows[c.index];
             Placement {

@@ -1,5 +1,5 @@
 //! The installer's diff, decided before anything is sent: what a re-apply
-//! keeps, adds and deletes, and in which order. The installed side is what
+//! keeps, replaces in place, adds and deletes, and in which order. The installed side is what
 //! the kernel would echo for filters the compiler produced (this kernel
 //! has no flower to install them for real).
 
@@ -76,7 +76,7 @@ fn the_same_table_again_changes_nothing() {
 }
 
 #[test]
-fn a_changed_flow_is_added_before_its_old_version_goes() {
+fn changed_actions_are_replaced_in_place() {
     let installed = install(&compile(TABLE, Policy::PreferHw), 1);
     let c = compile(
         &TABLE.replace("tp_dst=22,actions=drop", "tp_dst=22,actions=output:rep1"),
@@ -84,6 +84,25 @@ fn a_changed_flow_is_added_before_its_old_version_goes() {
     );
     let p = plan(&c, &installed);
     assert_eq!(p.kept.len(), 3);
+    assert!(p.to_add.is_empty(), "{p:?}");
+    assert_eq!(p.replaced.len(), 1);
+    let (new, old) = p.replaced[0];
+    assert_eq!(new.index, 2);
+    assert_eq!(
+        old.flow.to_string(),
+        "table=0,priority=200,in_port=up0,tcp,tp_dst=22,actions=drop"
+    );
+    assert_eq!(old.handle, 3, "the handle the replace request carries");
+    assert!(p.early.is_empty() && p.late.is_empty());
+}
+
+#[test]
+fn a_changed_match_is_added_before_its_old_version_goes() {
+    let installed = install(&compile(TABLE, Policy::PreferHw), 1);
+    let c = compile(&TABLE.replace("tp_dst=22", "tp_dst=23"), Policy::PreferHw);
+    let p = plan(&c, &installed);
+    assert_eq!(p.kept.len(), 3);
+    assert!(p.replaced.is_empty());
     assert_eq!(p.to_add.len(), 1);
     assert_eq!(p.to_add[0].index, 2);
     assert!(p.early.is_empty());
@@ -92,6 +111,23 @@ fn a_changed_flow_is_added_before_its_old_version_goes() {
         p.late[0].flow.to_string(),
         "table=0,priority=200,in_port=up0,tcp,tp_dst=22,actions=drop"
     );
+}
+
+#[test]
+fn a_flow_with_a_new_priority_moves_no_other() {
+    let before = compile(TABLE, Policy::PreferHw);
+    let installed = install(&before, 1);
+    let c = compile(
+        &format!("{TABLE}priority=300,in_port=rep0,arp,actions=drop\n"),
+        Policy::PreferHw,
+    );
+    let p = plan(&c, &installed);
+    assert_eq!(p.kept.len(), 4, "{p:?}");
+    assert_eq!(p.to_add.len(), 1);
+    assert!(p.replaced.is_empty() && p.early.is_empty() && p.late.is_empty());
+    for (a, b) in before.iter().zip(&c) {
+        assert_eq!(a.prio, b.prio, "a flow's preference moved");
+    }
 }
 
 #[test]
@@ -122,44 +158,35 @@ fn removed_flows_and_crash_leftovers_are_deleted() {
 
 #[test]
 fn a_preference_taken_by_another_protocol_is_freed_first() {
-    // Installed: ip at PRIO_BASE, arp at PRIO_BASE+1 (both priority 100).
-    let installed = install(
+    // Filters of another Plexus version, at preferences where this one
+    // puts other protocols: an arp filter where ip goes now.
+    let mut installed = install(
         &compile(
-            "priority=100,in_port=rep0,ip,actions=drop\npriority=100,in_port=rep0,arp,actions=drop\n",
+            "priority=100,in_port=rep0,arp,actions=drop\n",
             Policy::PreferHw,
         ),
         1,
     );
-    assert_eq!(
-        (installed[0].prio, installed[1].prio),
-        (flower::PRIO_BASE, flower::PRIO_BASE + 1)
-    );
-    // A higher-priority IPv6 flow takes the first preference; ip and arp
-    // move down one. Every old filter sits where a new one of another
-    // protocol must go, so all go first; nothing is kept (same cookie,
-    // other preference).
+    let ip_pref = flower::preference(100, 0x0800);
+    installed[0].prio = ip_pref;
     let c = compile(
-        "priority=300,in_port=rep0,ipv6,actions=drop\npriority=100,in_port=rep0,ip,actions=drop\npriority=100,in_port=rep0,arp,actions=drop\n",
+        "priority=100,in_port=rep0,ip,actions=drop\n",
         Policy::PreferHw,
     );
-    assert_eq!(
-        c.iter()
-            .map(|c| c.prio - flower::PRIO_BASE)
-            .collect::<Vec<_>>(),
-        [0, 1, 2]
-    );
+    assert_eq!(c[0].prio, ip_pref);
     let p = plan(&c, &installed);
-    assert!(p.kept.is_empty());
-    assert_eq!(p.to_add.len(), 3);
-    assert_eq!(p.early.len(), 2, "{p:?}");
+    assert!(p.kept.is_empty() && p.replaced.is_empty());
+    assert_eq!(p.to_add.len(), 1);
+    assert_eq!(p.early.len(), 1, "{p:?}");
     assert!(p.late.is_empty());
 }
 
 #[test]
-fn a_policy_change_reinstalls_everything() {
+fn a_policy_change_replaces_every_filter_in_place() {
     let installed = install(&compile(TABLE, Policy::PreferHw), 1);
     let c = compile(TABLE, Policy::SwOnly);
     let p = plan(&c, &installed);
     assert!(p.kept.is_empty());
-    assert_eq!((p.to_add.len(), p.early.len() + p.late.len()), (4, 4));
+    assert_eq!(p.replaced.len(), 4);
+    assert!(p.to_add.is_empty() && p.early.is_empty() && p.late.is_empty());
 }

@@ -284,3 +284,105 @@ fn flower_in_software_forwards_drops_counts_and_flushes_to_nothing() {
     );
     assert!(!Path::new(&rig.bpf.pin_dir()).exists());
 }
+
+/// The filters tc lists, one line per filter, with their preference and
+/// handle (`tc filter show` prints each filter's header line with both).
+fn filter_lines(rig: &Rig, dev: &str) -> Vec<String> {
+    rig.sw
+        .sh("tc", &["filter", "show", "dev", dev, "ingress"])
+        .lines()
+        .filter(|l| l.starts_with("filter") && l.contains(" handle "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn apply_report(rig: &Rig, flows: &str) -> Value {
+    let file = rig.flows_file(flows);
+    rig.json(&[
+        "apply",
+        "--flows",
+        &file,
+        "--backend",
+        "flower",
+        "--policy",
+        "sw-only",
+        "--json",
+    ])
+}
+
+fn changes(report: &Value, change: &str) -> usize {
+    report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["change"] == change)
+        .count()
+}
+
+#[test]
+fn changing_a_flows_actions_under_traffic_replaces_it_without_a_lost_ping() {
+    eprintln!("on Linux {}", plexus_testkit::kernel_release());
+    let rig = Rig::new();
+    apply_report(&rig, FLOWS);
+    let before = filter_lines(&rig, "rep0");
+    // 200 pings, 20 ms apart, while the flow carrying them changes twice.
+    let pinger = rig.vfs[0]
+        .command("ping")
+        .unwrap()
+        .args(["-c", "200", "-i", "0.02", "-W", "1", "-q", &ip(1)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let rewritten = FLOWS.replace(
+        "in_port=rep0,ip,actions=output:rep1",
+        "in_port=rep0,ip,actions=mod_dl_src:02:00:00:00:00:aa,output:rep1",
+    );
+    let r = apply_report(&rig, &rewritten);
+    assert_eq!(changes(&r, "replaced"), 1, "{r:#}");
+    assert_eq!(changes(&r, "kept"), 4, "{r:#}");
+    assert_eq!(r["removed"], 0, "{r:#}");
+    std::thread::sleep(Duration::from_millis(500));
+    // The new action counts the pings now.
+    let now = "table=0,priority=100,cookie=0x2,in_port=rep0,ip,actions=mod_dl_src:02:00:00:00:00:aa,output:rep1";
+    assert!(rig.packets(now) > 0, "the replaced filter counts nothing");
+    let back = apply_report(&rig, FLOWS);
+    assert_eq!(changes(&back, "replaced"), 1, "{back:#}");
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("200 packets transmitted, 200 received"),
+        "pings lost while the flow was replaced: {text}"
+    );
+    // The filter kept its preference and its handle.
+    assert_eq!(filter_lines(&rig, "rep0"), before);
+    assert_eq!(rig.ok(&["flush"]), "deleted 5 flows\n");
+}
+
+#[test]
+fn a_flow_with_a_new_priority_adds_one_filter_and_moves_none() {
+    eprintln!("on Linux {}", plexus_testkit::kernel_release());
+    let rig = Rig::new();
+    apply_report(&rig, FLOWS);
+    let (rep0, rep1) = (filter_lines(&rig, "rep0"), filter_lines(&rig, "rep1"));
+    let r = apply_report(
+        &rig,
+        &format!("{FLOWS}priority=300,in_port=rep0,icmp,actions=output:rep1\n"),
+    );
+    assert_eq!(changes(&r, "added"), 1, "{r:#}");
+    assert_eq!(changes(&r, "kept"), 5, "{r:#}");
+    assert_eq!(r["removed"], 0, "{r:#}");
+    // Every filter that was there is there, with its preference and handle.
+    let now = filter_lines(&rig, "rep0");
+    for line in &rep0 {
+        assert!(now.contains(line), "{line} moved: {now:#?}");
+    }
+    assert_eq!(now.len(), rep0.len() + 1);
+    assert_eq!(filter_lines(&rig, "rep1"), rep1);
+    assert!(rig.ping(0, 2), "pings take the new flow");
+    assert!(
+        rig.packets("table=0,priority=300,in_port=rep0,icmp,actions=output:rep1") >= 2,
+        "the new flow comes first for icmp"
+    );
+    assert_eq!(rig.ok(&["flush"]), "deleted 6 flows\n");
+}

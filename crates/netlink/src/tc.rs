@@ -154,13 +154,16 @@ impl TcFilter {
         )
     }
 
-    /// `tc filter replace ...`: `NLM_F_CREATE` without `NLM_F_EXCL`.
+    /// `tc filter replace ...`: `NLM_F_CREATE | NLM_F_REPLACE`, without
+    /// `NLM_F_EXCL`. With the handle of an existing filter, the classifier
+    /// swaps it for this one in place (cls_flower's `fl_change` with
+    /// `fold`); without one, it adds.
     pub fn replace_request(&self) -> Request {
-        use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE};
+        use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE};
         Request::raw(
             RTM_NEWTFILTER,
             self.payload(true),
-            NLM_F_ACK | NLM_F_CREATE,
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
             self.describe("replace").creates_kind(),
         )
     }
@@ -390,6 +393,19 @@ pub fn add_filter(nl: &mut Netlink, filter: &TcFilter) -> Result<()> {
 pub fn add_filter_echo(nl: &mut Netlink, filter: &TcFilter) -> Result<TcFilterEntry> {
     let r = filter
         .add_request()
+        .with_flags(netlink_packet_core::NLM_F_ECHO);
+    let replies = nl.execute_raw(&r)?;
+    entries(replies, r.op())?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::bad_reply(r.op(), "no echoed filter before the ACK"))
+}
+
+/// Replaces a filter in place ([`TcFilter::replace_request`]) with
+/// `NLM_F_ECHO`, and returns the kernel's copy of the new one.
+pub fn replace_filter_echo(nl: &mut Netlink, filter: &TcFilter) -> Result<TcFilterEntry> {
+    let r = filter
+        .replace_request()
         .with_flags(netlink_packet_core::NLM_F_ECHO);
     let replies = nl.execute_raw(&r)?;
     entries(replies, r.op())?
