@@ -144,8 +144,15 @@ enum Command {
         /// Back end.
         #[arg(long, value_enum, default_value = "auto")]
         backend: Backend,
-        /// Leave the flows installed when stopped (SIGTERM/SIGINT).
+        /// Delete every Plexus flow (as `flush` does) and withdraw this
+        /// node's status when stopped (SIGTERM/SIGINT). Without it the
+        /// flows stay installed, so that a restart (a DaemonSet rollout)
+        /// is not an outage: the next agent takes them over from the
+        /// kernel.
         #[arg(long)]
+        flush_on_exit: bool,
+        /// Accepted for older manifests: keeping the flows is the default.
+        #[arg(long, hide = true, conflicts_with = "flush_on_exit")]
         keep_on_exit: bool,
         /// One reconcile, then exit (flows stay).
         #[arg(long)]
@@ -337,7 +344,8 @@ fn run(cli: Cli) -> Result<()> {
             resync_secs,
             policy,
             backend,
-            keep_on_exit,
+            flush_on_exit,
+            keep_on_exit: _,
             once,
         } => {
             let source: Box<dyn agent::Source + Send> = match (dir, kube) {
@@ -395,10 +403,12 @@ fn run(cli: Cli) -> Result<()> {
                     break;
                 }
                 if agent::wait_for_signal(std::time::Duration::from_millis(interval_ms)) {
-                    if !keep_on_exit {
+                    if flush_on_exit {
                         let p = ports(&mut nl, &sysfs)?;
                         let n = a.shutdown(&mut nl, &p)?;
                         tracing::info!(flows = n, "stopped; removed the flows");
+                    } else {
+                        tracing::info!("stopped; the flows stay for the next agent");
                     }
                     break;
                 }

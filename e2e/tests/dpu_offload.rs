@@ -456,8 +456,37 @@ fn dumped(ns: &Ports) -> Vec<Value> {
         .clone()
 }
 
-fn start_agent(ns: &Ports, dir: &Path) -> std::process::Child {
-    ns.command(bin("dpu-offload"))
+/// A running agent, killed if a test ends (or fails) while it runs.
+struct AgentProc(std::process::Child);
+
+impl std::ops::Deref for AgentProc {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AgentProc {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start_agent(ns: &Ports, dir: &Path) -> AgentProc {
+    start_agent_with(ns, dir, &[])
+}
+
+fn start_agent_with(ns: &Ports, dir: &Path, extra: &[&str]) -> AgentProc {
+    AgentProc(ns.command(bin("dpu-offload"))
         .unwrap()
         .args([
             "--bpf-dir",
@@ -468,9 +497,17 @@ fn start_agent(ns: &Ports, dir: &Path) -> std::process::Child {
             "--dir",
         ])
         .arg(dir)
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap())
+}
+
+fn sigterm(agent: &mut AgentProc) {
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) }, 0);
+    let code = agent.wait().unwrap();
+    assert!(code.success(), "{code}");
 }
 
 #[test]
@@ -563,14 +600,107 @@ fn agent_installs_changes_and_removes_tables_and_survives_kill_9() {
         "restart re-added flows instead of keeping them"
     );
 
-    // SIGTERM: everything goes, and tc is as it was.
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) }, 0);
-    let code = agent.wait().unwrap();
-    assert!(code.success(), "{code}");
+    // SIGTERM (a rollout): the flows stay for the next agent.
+    sigterm(&mut agent);
+    assert_eq!(slots(&dumped(&ns)), before_kill, "a restart is an outage");
+
+    // With --flush-on-exit, SIGTERM takes everything, and tc is as it was.
+    std::fs::remove_dir_all(&status).unwrap();
+    let mut agent = start_agent_with(&ns, dir.path(), &["--flush-on-exit"]);
+    wait_status(&status, "a.flows", "applied by the third agent", |v| {
+        v["applied"] == true
+    });
+    sigterm(&mut agent);
     assert!(dumped(&ns).is_empty());
     assert_eq!(tc_state(&ns), before);
     assert!(!Path::new(&bpf_dir(&ns)).exists());
+}
+
+#[test]
+fn agent_restart_under_traffic_loses_no_packet() {
+    eprintln!("on Linux {}", plexus_testkit::kernel_release());
+    let sw = Ports::bare();
+    let vfs = [
+        NetNs::with_prefix("ar-vf").unwrap(),
+        NetNs::with_prefix("ar-vf").unwrap(),
+    ];
+    for (i, vf) in vfs.iter().enumerate() {
+        sw.veth_to(&format!("rep{i}"), vf, "eth0");
+        vf.sh(
+            "ip",
+            &["link", "set", "eth0", "address", &format!("02:00:00:00:08:0{}", i + 1)],
+        );
+        vf.sh(
+            "ip",
+            &["addr", "add", &format!("10.8.0.{}/24", i + 1), "dev", "eth0"],
+        );
+    }
+    for (i, vf) in vfs.iter().enumerate() {
+        let j = 1 - i;
+        vf.sh(
+            "ip",
+            &[
+                "neigh",
+                "add",
+                &format!("10.8.0.{}", j + 1),
+                "lladdr",
+                &format!("02:00:00:00:08:0{}", j + 1),
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = dir.path().join("status");
+    std::fs::write(
+        dir.path().join("vf.flows"),
+        "in_port=rep0,actions=output:rep1\nin_port=rep1,actions=output:rep0\n",
+    )
+    .unwrap();
+    let mut agent = start_agent(&sw, dir.path());
+    wait_status(&status, "vf.flows", "applied", |v| v["applied"] == true);
+    let pinger = vfs[0]
+        .command("ping")
+        .unwrap()
+        .args(["-c", "300", "-i", "0.01", "-W", "1", "-q", "10.8.0.2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before: Vec<(u64, u64)> = dumped(&sw)
+        .iter()
+        .map(|f| (f["slot"].as_u64().unwrap(), f["packets"].as_u64().unwrap()))
+        .collect();
+    // A rollout: the old agent stops, a new one starts and reconciles.
+    sigterm(&mut agent);
+    std::fs::remove_dir_all(&status).unwrap();
+    let mut agent = start_agent(&sw, dir.path());
+    wait_status(&status, "vf.flows", "applied by the new agent", |v| {
+        v["applied"] == true
+    });
+    let out = pinger.wait_with_output().unwrap();
+    let pings = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        pings.contains("300 packets transmitted, 300 received"),
+        "packets lost across the restart: {pings}"
+    );
+    // The same flows, with their counters: kept, not reinstalled.
+    let after: Vec<(u64, u64)> = dumped(&sw)
+        .iter()
+        .map(|f| (f["slot"].as_u64().unwrap(), f["packets"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        after.iter().map(|a| a.0).collect::<Vec<_>>(),
+        before.iter().map(|b| b.0).collect::<Vec<_>>(),
+        "the new agent moved the flows"
+    );
+    for (b, a) in before.iter().zip(&after) {
+        assert!(a.1 >= b.1 + 250, "counters restarted: {before:?} -> {after:?}");
+    }
+    sigterm(&mut agent);
+    assert_eq!(text(&run(&sw, &["flush"]).stdout), "deleted 2 flows\n");
 }
 
 const FLOWTABLES: &str = "/apis/plexus.dev/v1alpha1/flowtables";
@@ -685,6 +815,7 @@ fn agent_reconciles_flowtable_resources_and_reports_per_node_status() {
             "100",
             "--list-interval-ms",
             "100",
+            "--flush-on-exit",
         ])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -740,7 +871,8 @@ fn agent_reconciles_flowtable_resources_and_reports_per_node_status() {
     wait_flows(&ns, 1);
     wait_entry(&api, "uplink", "taken back", Value::is_null);
 
-    // SIGTERM: flows and this node's status go; tc is as it was.
+    // SIGTERM with --flush-on-exit: flows and this node's status go; tc
+    // is as it was.
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) }, 0);
     let code = agent.wait().unwrap();
