@@ -121,6 +121,17 @@ pub enum DatapathError {
         "{0} is not on a BPF filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) or pass --bpf-dir on one"
     )]
     NotBpffs(PathBuf),
+    /// The pin directory is not on bpffs, and a bpffs mounted for it would
+    /// be private to this process (a mount namespace of its own).
+    #[error(
+        "{0} is not on a BPF filesystem, and this process runs in a mount namespace of its own \
+         (`ip netns exec` makes one and remounts /sys): a bpffs mounted here would vanish with \
+         the process, and the datapath's pins with it, while its classifier kept running. \
+         Pass --bpf-dir on a bpffs the host mounted outside /sys (e.g. `mount -t bpf bpf \
+         /run/plexus-bpf` once, then --bpf-dir /run/plexus-bpf/plexus), or enter only the \
+         network namespace (`nsenter --net=/run/netns/NAME`); nothing was installed"
+    )]
+    PrivateBpffs(PathBuf),
     /// The kernel refused the classifier (with the verifier's last words).
     #[error("the kernel refused the eBPF classifier: {0}")]
     Load(String),
@@ -257,11 +268,29 @@ fn on_bpffs(dir: &Path) -> bool {
     false
 }
 
+/// Whether this process has a mount namespace of its own: not PID 1's, or
+/// (where PID 1's cannot be read, as in some sandboxes) not its parent's.
+/// `ip netns exec` makes one. `None` when neither can be read.
+fn in_private_mount_ns() -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let ours = id("/proc/self/ns/mnt")?;
+    // SAFETY: getppid cannot fail.
+    let parent = unsafe { libc::getppid() };
+    let other = id("/proc/1/ns/mnt").or_else(|| id(&format!("/proc/{parent}/ns/mnt")))?;
+    Some(ours != other)
+}
+
 /// Makes sure `dir` can hold pins: mounts bpffs on `/sys/fs/bpf` when the
-/// directory is under it and nothing is mounted there (as Cilium does).
+/// directory is under it and nothing is mounted there (as Cilium does),
+/// but never in a mount namespace of this process's own, where it would
+/// be gone, pins and all, when the process ends.
 fn prepare_dir(dir: &Path) -> Result<()> {
     let sys = Path::new("/sys/fs/bpf");
     if !on_bpffs(dir) && dir.starts_with(sys) && sys.is_dir() {
+        if in_private_mount_ns() == Some(true) {
+            return Err(DatapathError::PrivateBpffs(dir.to_owned()));
+        }
         let src = c"bpf";
         let target = c"/sys/fs/bpf";
         // SAFETY: all pointers are valid NUL-terminated strings or NULL.

@@ -486,21 +486,23 @@ fn start_agent(ns: &Ports, dir: &Path) -> AgentProc {
 }
 
 fn start_agent_with(ns: &Ports, dir: &Path, extra: &[&str]) -> AgentProc {
-    AgentProc(ns.command(bin("dpu-offload"))
-        .unwrap()
-        .args([
-            "--bpf-dir",
-            &bpf_dir(ns),
-            "agent",
-            "--interval-ms",
-            "100",
-            "--dir",
-        ])
-        .arg(dir)
-        .args(extra)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap())
+    AgentProc(
+        ns.command(bin("dpu-offload"))
+            .unwrap()
+            .args([
+                "--bpf-dir",
+                &bpf_dir(ns),
+                "agent",
+                "--interval-ms",
+                "100",
+                "--dir",
+            ])
+            .arg(dir)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn sigterm(agent: &mut AgentProc) {
@@ -628,11 +630,23 @@ fn agent_restart_under_traffic_loses_no_packet() {
         sw.veth_to(&format!("rep{i}"), vf, "eth0");
         vf.sh(
             "ip",
-            &["link", "set", "eth0", "address", &format!("02:00:00:00:08:0{}", i + 1)],
+            &[
+                "link",
+                "set",
+                "eth0",
+                "address",
+                &format!("02:00:00:00:08:0{}", i + 1),
+            ],
         );
         vf.sh(
             "ip",
-            &["addr", "add", &format!("10.8.0.{}/24", i + 1), "dev", "eth0"],
+            &[
+                "addr",
+                "add",
+                &format!("10.8.0.{}/24", i + 1),
+                "dev",
+                "eth0",
+            ],
         );
     }
     for (i, vf) in vfs.iter().enumerate() {
@@ -697,7 +711,10 @@ fn agent_restart_under_traffic_loses_no_packet() {
         "the new agent moved the flows"
     );
     for (b, a) in before.iter().zip(&after) {
-        assert!(a.1 >= b.1 + 250, "counters restarted: {before:?} -> {after:?}");
+        assert!(
+            a.1 >= b.1 + 250,
+            "counters restarted: {before:?} -> {after:?}"
+        );
     }
     sigterm(&mut agent);
     assert_eq!(text(&run(&sw, &["flush"]).stdout), "deleted 2 flows\n");
@@ -895,4 +912,27 @@ fn agent_reconciles_flowtable_resources_and_reports_per_node_status() {
         denied.is_empty(),
         "deploy/dpu-offload.yaml's ClusterRole refuses {denied:?}"
     );
+}
+
+#[test]
+fn ip_netns_exec_without_a_shared_bpffs_is_refused_and_installs_nothing() {
+    eprintln!("on Linux {}", plexus_testkit::kernel_release());
+    let ns = ports();
+    let dir = tempfile::tempdir().unwrap();
+    let flows = write_flows(dir.path(), FLOWS);
+    let before = tc_state(&ns);
+    // `ip netns exec` gives the process its own mount namespace and a
+    // fresh /sys, where /sys/fs/bpf holds no bpffs.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(bin("dpu-offload"))
+        .args(["apply", "--flows", &flows, "--backend", "ebpf"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("mount namespace of its own"), "{err}");
+    assert!(err.contains("--bpf-dir"), "says how to fix it: {err}");
+    assert!(err.contains("nothing was installed"), "{err}");
+    assert_eq!(tc_state(&ns), before, "something was installed");
 }
