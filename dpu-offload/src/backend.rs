@@ -6,9 +6,8 @@
 //! tc, `hw-tc-offload: on`, unless the policy is `sw-only`; the eBPF
 //! datapath everywhere else, and everywhere when the kernel turns out to
 //! have no flower), and the order that keeps a port covered while it moves
-//! between back ends: the eBPF part is applied first (its classifier runs
-//! at a lower preference than any flower filter of ours), then the flower
-//! part, which removes flower filters left on ports that moved.
+//! between back ends (see [`apply`]): new flower filters, then the eBPF
+//! table, then the flower filters left on ports that moved.
 
 use std::{collections::HashMap, path::Path, str::FromStr};
 
@@ -169,8 +168,15 @@ pub fn apply(
     let table = ebpf::compile(&eb, ports).map_err(ApplyError::Compile)?;
     crate::flower::compile(&fl, ports, policy).map_err(ApplyError::Compile)?;
 
-    let ebpf_report = apply_ebpf(nl, &table, ports, bpf_dir)?;
-    let flower_report = match install::apply(nl, &fl, ports, policy) {
+    // Make before break across back ends. The eBPF classifier runs before
+    // any flower filter of ours (a lower preference), and hands a packet it
+    // has no flow for to the filters after it. So: flower's new and changed
+    // filters first, which take over a port the moment eBPF lets go of it;
+    // then the eBPF table, which attaches to the ports it gains (and takes
+    // them over at once) and lets go of those it lost; then the flower
+    // filters no longer wanted. A failure in between leaves the old side
+    // of every port working.
+    let (flower_report, stale) = match install::begin(nl, &fl, ports, policy) {
         Err(InstallError::NoFlower(e)) if choice == Choice::Auto && !fl.is_empty() => {
             tracing::warn!(error = %e, "no cls_flower in this kernel: the offload-capable ports get the eBPF datapath too");
             let table = ebpf::compile(flows, ports).map_err(ApplyError::Compile)?;
@@ -180,6 +186,8 @@ pub fn apply(
         }
         r => r?,
     };
+    let ebpf_report = apply_ebpf(nl, &table, ports, bpf_dir)?;
+    install::finish(nl, &stale)?;
     Ok(merge(
         &eb,
         &eb_idx,

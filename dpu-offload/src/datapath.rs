@@ -110,7 +110,9 @@ const MAPS: [(&str, u32, u32, u32); 6] = [
     ("px_ports", 4, 4, ebpf::MAX_TABLES as u32),
 ];
 
-/// `px_ports` flag: Plexus created the port's clsact qdisc.
+/// `px_ports` flag: Plexus created the port's clsact qdisc (a record for
+/// `bpftool`; whose the qdisc is, the qdisc's own mark says: see
+/// [`crate::install::OWNER_CHAIN`]).
 const PORT_CREATED_CLSACT: u32 = 1;
 
 /// What can go wrong in the eBPF datapath.
@@ -652,16 +654,14 @@ fn attachment(nl: &mut Netlink, ifindex: u32) -> Result<Option<Attachment>> {
 }
 
 /// Removes the classifier from a port, and the port's clsact when Plexus
-/// created it (this run's record, and the qdisc's own mark) and nothing
-/// else is on it.
-fn detach(nl: &mut Netlink, ifindex: u32, created_clsact: bool) -> Result<()> {
+/// created it (the qdisc's own mark says so, whichever back end made it:
+/// a port that moved from flower has flower's) and nothing else is on it.
+fn detach(nl: &mut Netlink, ifindex: u32) -> Result<()> {
     match tc::del_filter(nl, &filter(ifindex, None)) {
         Err(e) if e.is_not_found() => {}
         r => r?,
     }
-    if created_clsact {
-        crate::install::remove_clsact_if_empty(nl, ifindex)?;
-    }
+    crate::install::remove_clsact_if_empty(nl, ifindex)?;
     Ok(())
 }
 
@@ -859,8 +859,8 @@ impl Datapath {
             .and_then(|()| self.attach_all(nl, &table.ports, &attached_before, &mut new_ports));
         if let Err(e) = result {
             self.clear_generation(ng, &entries, table);
-            for (p, flags) in new_ports {
-                let _ = detach(nl, p, flags & PORT_CREATED_CLSACT != 0);
+            for (p, _) in new_ports {
+                let _ = detach(nl, p);
                 let _ = self.maps.ports.remove(&p);
             }
             return Err(e);
@@ -884,9 +884,9 @@ impl Datapath {
             self.maps.tables.remove(k).map_err(map_err("px_tables"))?;
         }
         let keep: HashSet<u32> = table.ports.iter().copied().collect();
-        for (p, flags) in attached_before {
+        for (p, _) in attached_before {
             if !keep.contains(&p) {
-                detach(nl, p, flags & PORT_CREATED_CLSACT != 0)?;
+                detach(nl, p)?;
                 match self.maps.ports.remove(&p) {
                     Err(aya::maps::MapError::KeyNotFound) | Ok(()) => {}
                     Err(e) => return Err(map_err("px_ports")(e)),
@@ -995,8 +995,8 @@ pub fn flush(nl: &mut Netlink, dir: &Path, ports: &PortMap) -> Result<usize> {
     for a in attachments(nl, ports)? {
         attached.entry(a.ifindex).or_insert(0);
     }
-    for (p, flags) in attached {
-        detach(nl, p, flags & PORT_CREATED_CLSACT != 0)?;
+    for p in attached.into_keys() {
+        detach(nl, p)?;
     }
     let Some(maps) = maps else {
         if dir.exists() {

@@ -355,6 +355,50 @@ pub fn apply(
     ports: &PortMap,
     policy: Policy,
 ) -> Result<ApplyReport, InstallError> {
+    let (report, stale) = begin(nl, flows, ports, policy)?;
+    finish(nl, &stale)?;
+    Ok(report)
+}
+
+/// Stale filters an apply leaves for [`finish`]: make before break across
+/// back ends, where the other back end must take a port over in between.
+#[derive(Debug, Default)]
+pub struct Stale(Vec<InstalledFlow>);
+
+impl Stale {
+    /// How many filters are left to delete.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Deletes what [`begin`] left.
+///
+/// # Errors
+/// The kernel refused a delete.
+pub fn finish(nl: &mut Netlink, stale: &Stale) -> Result<(), plexus_netlink::Error> {
+    for f in &stale.0 {
+        delete(nl, f)?;
+    }
+    Ok(())
+}
+
+/// The first part of [`apply`]: everything but deleting the filters no
+/// longer wanted, which are returned (and counted in `removed`).
+///
+/// # Errors
+/// As [`apply`].
+pub fn begin(
+    nl: &mut Netlink,
+    flows: &[Flow],
+    ports: &PortMap,
+    policy: Policy,
+) -> Result<(ApplyReport, Stale), InstallError> {
     let compiled = flower::compile(flows, ports, policy).map_err(InstallError::Compile)?;
     let before = installed(nl, ports)?;
     let Plan {
@@ -406,9 +450,7 @@ pub fn apply(
         }
         return Err(e);
     }
-    for f in &late {
-        delete(nl, f)?;
-    }
+    let stale = Stale(late.iter().map(|f| (*f).clone()).collect());
 
     let by_index: HashMap<usize, &InstalledFlow> = to_add
         .iter()
@@ -440,10 +482,13 @@ pub fn apply(
             }
         })
         .collect();
-    Ok(ApplyReport {
-        flows: flows_out,
-        removed: early.len() + late.len(),
-    })
+    Ok((
+        ApplyReport {
+            flows: flows_out,
+            removed: early.len() + late.len(),
+        },
+        stale,
+    ))
 }
 
 fn add_all(

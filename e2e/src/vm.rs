@@ -71,7 +71,8 @@ pub struct Exclusion {
 pub const EXCLUSIONS: &[Exclusion] = &[Exclusion {
     series: "6.1",
     filter: "(package(plexus-dpu-offload) & (binary(ebpf_datapath) | binary(ebpf_parity))) | \
-        (binary(dpu_offload) & (test(ebpf_backend) | test(/^agent_/)))",
+        (binary(dpu_offload) & (test(ebpf_backend) | test(/^agent_/))) | \
+        (binary(vm_flower) & test(/between_back_ends/))",
     why: "the 6.1 verifier refuses the eBPF classifier (\"BPF program is too large. Processed \
         1000001 insn\"); issue 22 makes it load, and removes this line",
 }];

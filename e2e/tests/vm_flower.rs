@@ -325,11 +325,12 @@ fn changing_a_flows_actions_under_traffic_replaces_it_without_a_lost_ping() {
     let rig = Rig::new();
     apply_report(&rig, FLOWS);
     let before = filter_lines(&rig, "rep0");
-    // 200 pings, 20 ms apart, while the flow carrying them changes twice.
-    let pinger = rig.vfs[0]
+    // Pings 20 ms apart while the flow carrying them changes twice (under
+    // TCG an apply takes seconds: enough pings to outlast both).
+    let mut pinger = rig.vfs[0]
         .command("ping")
         .unwrap()
-        .args(["-c", "200", "-i", "0.02", "-W", "1", "-q", &ip(1)])
+        .args(["-c", "800", "-i", "0.02", "-W", "1", "-q", &ip(1)])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -342,16 +343,20 @@ fn changing_a_flows_actions_under_traffic_replaces_it_without_a_lost_ping() {
     assert_eq!(changes(&r, "replaced"), 1, "{r:#}");
     assert_eq!(changes(&r, "kept"), 4, "{r:#}");
     assert_eq!(r["removed"], 0, "{r:#}");
-    std::thread::sleep(Duration::from_millis(500));
     // The new action counts the pings now.
     let now = "table=0,priority=100,cookie=0x2,in_port=rep0,ip,actions=mod_dl_src:02:00:00:00:00:aa,output:rep1";
-    assert!(rig.packets(now) > 0, "the replaced filter counts nothing");
+    assert!(rig.ping(0, 2));
+    assert!(rig.packets(now) >= 2, "the replaced filter counts nothing");
     let back = apply_report(&rig, FLOWS);
     assert_eq!(changes(&back, "replaced"), 1, "{back:#}");
+    assert!(
+        pinger.try_wait().unwrap().is_none(),
+        "the pings ended before the second replace: nothing was measured"
+    );
     let out = pinger.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("200 packets transmitted, 200 received"),
+        text.contains("800 packets transmitted, 800 received"),
         "pings lost while the flow was replaced: {text}"
     );
     // The filter kept its preference and its handle.
@@ -385,4 +390,74 @@ fn a_flow_with_a_new_priority_adds_one_filter_and_moves_none() {
         "the new flow comes first for icmp"
     );
     assert_eq!(rig.ok(&["flush"]), "deleted 6 flows\n");
+}
+
+/// Applies `flows` with one back end, all ports; returns the report.
+fn apply_with(rig: &Rig, flows: &str, backend: &str) -> Value {
+    let file = rig.flows_file(flows);
+    rig.json(&[
+        "apply",
+        "--flows",
+        &file,
+        "--backend",
+        backend,
+        "--policy",
+        "sw-only",
+        "--json",
+    ])
+}
+
+#[test]
+fn moving_ports_between_back_ends_under_traffic_loses_no_packet() {
+    eprintln!("on Linux {}", plexus_testkit::kernel_release());
+    let rig = Rig::new();
+    let before = rig.tc_state();
+    apply_with(&rig, FLOWS, "ebpf");
+    let mut pinger = rig.vfs[0]
+        .command("ping")
+        .unwrap()
+        .args(["-c", "800", "-i", "0.02", "-W", "1", "-q", &ip(1)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // eBPF -> flower: the flower filters exist before eBPF lets go.
+    let r = apply_with(&rig, FLOWS, "flower");
+    assert!(
+        r["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["backend"] == "flower"),
+        "{r:#}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // flower -> eBPF: eBPF takes the ports before flower's filters go.
+    let r = apply_with(&rig, FLOWS, "ebpf");
+    assert!(
+        r["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["backend"] == "ebpf"),
+        "{r:#}"
+    );
+    assert!(
+        pinger.try_wait().unwrap().is_none(),
+        "the pings ended before the second move: nothing was measured"
+    );
+    let out = pinger.wait_with_output().unwrap();
+    let pings = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        pings.contains("800 packets transmitted, 800 received"),
+        "pings lost while the ports moved: {pings}"
+    );
+    assert!(
+        filter_lines(&rig, "rep0")
+            .iter()
+            .all(|l| !l.contains("flower")),
+        "flower filters left behind"
+    );
+    assert_eq!(rig.ok(&["flush"]), "deleted 5 flows\n");
+    assert_eq!(rig.tc_state(), before);
 }
