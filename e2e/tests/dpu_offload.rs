@@ -710,9 +710,12 @@ fn agent_restart_under_traffic_loses_no_packet() {
         before.iter().map(|b| b.0).collect::<Vec<_>>(),
         "the new agent moved the flows"
     );
+    // Each flow carried all 300 echo requests (or replies), those before
+    // the restart included: one counter from start to end. (How many came
+    // before the restart depends on the machine's speed.)
     for (b, a) in before.iter().zip(&after) {
         assert!(
-            a.1 >= b.1 + 250,
+            b.1 > 0 && a.1 >= 300,
             "counters restarted: {before:?} -> {after:?}"
         );
     }

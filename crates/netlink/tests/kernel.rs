@@ -200,6 +200,20 @@ fn move_to_another_netns() {
     assert!(e.is_not_found(), "{e}");
 }
 
+/// The link's operational state once it is `want`, or after 5 s. The
+/// kernel sets it from linkwatch, a work item that may run up to a second
+/// after the flags or the carrier changed (on 6.1 under TCG it does).
+fn oper_state_settled(nl: &mut Netlink, index: u32, want: OperState) -> OperState {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let l = link::get(nl, index).unwrap();
+        if l.oper_state == want || std::time::Instant::now() > deadline {
+            return l.oper_state;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn up_and_down() {
     let (ns, mut nl) = ns("nl-updown");
@@ -208,12 +222,15 @@ fn up_and_down() {
     assert!(flags(&ns.link("veth0").unwrap()).contains(&"UP"));
     let l = link::get(&mut nl, a).unwrap();
     assert!(l.up && !l.lower_up, "peer still down: {l:?}");
-    assert_eq!(l.oper_state, OperState::LowerLayerDown);
+    assert_eq!(
+        oper_state_settled(&mut nl, a, OperState::LowerLayerDown),
+        OperState::LowerLayerDown
+    );
 
     link::set_up(&mut nl, b).unwrap();
     let l = link::get(&mut nl, a).unwrap();
     assert!(l.up && l.lower_up);
-    assert_eq!(l.oper_state, OperState::Up);
+    assert_eq!(oper_state_settled(&mut nl, a, OperState::Up), OperState::Up);
     assert_eq!(ns.link("veth0").unwrap()["operstate"], "UP");
 
     link::set_down(&mut nl, a).unwrap();
