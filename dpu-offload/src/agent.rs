@@ -46,6 +46,8 @@ pub struct Config {
     pub choice: Choice,
     /// Flower policy.
     pub policy: Policy,
+    /// What `prefer-hw` does about shadowed flows.
+    pub shadowed: crate::install::Shadowed,
     /// Re-apply even without a change this often (someone may have
     /// deleted flows by hand).
     pub resync: Duration,
@@ -316,8 +318,11 @@ impl Agent {
                 nl,
                 &flows,
                 ports,
-                self.cfg.choice,
-                self.cfg.policy,
+                backend::How {
+                    choice: self.cfg.choice,
+                    policy: self.cfg.policy,
+                    shadowed: self.cfg.shadowed,
+                },
                 features,
                 &self.cfg.bpf_dir,
             ) {

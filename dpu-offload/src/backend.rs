@@ -21,7 +21,7 @@ use crate::{
     eswitch::Features,
     flow::Flow,
     flower::{CompileError, Policy, PortMap},
-    install::{self, ApplyReport, InstallError, Placement, Selector},
+    install::{self, ApplyReport, InstallError, Placement, Selector, Shadowed},
 };
 
 /// Which back end(s) `apply` may use.
@@ -80,6 +80,17 @@ pub enum ApplyError {
     /// Dumps.
     #[error(transparent)]
     Netlink(#[from] plexus_netlink::Error),
+}
+
+/// How a table is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct How {
+    /// Which back end(s).
+    pub choice: Choice,
+    /// The flower policy.
+    pub policy: Policy,
+    /// What `prefer-hw` does about shadowed flows.
+    pub shadowed: Shadowed,
 }
 
 /// Picks the back end of every port a flow enters on.
@@ -157,11 +168,15 @@ pub fn apply(
     nl: &mut Netlink,
     flows: &[Flow],
     ports: &PortMap,
-    choice: Choice,
-    policy: Policy,
+    how: How,
     features: &dyn Features,
     bpf_dir: &Path,
 ) -> Result<ApplyReport, ApplyError> {
+    let How {
+        choice,
+        policy,
+        shadowed,
+    } = how;
     let by_port = choose(flows, ports, choice, policy, features)?;
     let ((fl, fl_idx), (eb, eb_idx)) = split(flows, ports, &by_port);
     // Validate both parts before touching anything.
@@ -176,7 +191,7 @@ pub fn apply(
     // them over at once) and lets go of those it lost; then the flower
     // filters no longer wanted. A failure in between leaves the old side
     // of every port working.
-    let (flower_report, stale) = match install::begin(nl, &fl, ports, policy) {
+    let (flower_report, stale) = match install::begin(nl, &fl, ports, policy, shadowed) {
         Err(InstallError::NoFlower(e)) if choice == Choice::Auto && !fl.is_empty() => {
             tracing::warn!(error = %e, "no cls_flower in this kernel: the offload-capable ports get the eBPF datapath too");
             let table = ebpf::compile(flows, ports).map_err(ApplyError::Compile)?;
@@ -248,6 +263,7 @@ fn merge(
             location: Location::Ebpf,
             in_hw_count: None,
             change,
+            demoted: false,
         });
     }
     flows.sort_by_key(|p| p.index);
@@ -277,6 +293,10 @@ pub struct FlowStatus {
     pub idle_secs: Option<f64>,
     /// Parts of a filter that did not decode.
     pub unknown: Vec<String>,
+    /// Flower under `prefer-hw`: the lower flow that takes this one's
+    /// packets in the NIC while this one is in software only (see
+    /// [`crate::shadow`]).
+    pub shadowed_by: Option<String>,
 }
 
 impl FlowStatus {
@@ -297,9 +317,26 @@ pub fn installed(
     ports: &PortMap,
     bpf_dir: &Path,
 ) -> Result<(Vec<FlowStatus>, Option<DatapathStats>), ApplyError> {
-    let mut out: Vec<FlowStatus> = install::installed(nl, ports)?
+    let flower = install::installed(nl, ports)?;
+    let landed: Vec<crate::shadow::Landed> = flower
+        .iter()
+        .map(|f| crate::shadow::Landed {
+            port: f.ifindex,
+            chain: f.chain,
+            priority: f.flow.priority,
+            matches: f.flow.matches.clone(),
+            in_hw: f.in_hw(),
+        })
+        .collect();
+    let shadows: Vec<Option<String>> = crate::shadow::shadowed_by(&landed)
         .into_iter()
-        .map(|f| FlowStatus {
+        .map(|by| by.map(|g| flower[g].flow.to_string()))
+        .collect();
+    let mut out: Vec<FlowStatus> = flower
+        .into_iter()
+        .zip(shadows)
+        .map(|(f, shadowed_by)| FlowStatus {
+            shadowed_by,
             location: f.location(),
             backend: Backend::Flower,
             in_hw_count: f.in_hw_count,
@@ -326,6 +363,7 @@ pub fn installed(
                 installed_secs: None,
                 idle_secs: None,
                 unknown: Vec::new(),
+                shadowed_by: None,
             });
         }
         stats = Some(maps.stats()?);

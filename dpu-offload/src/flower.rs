@@ -291,6 +291,24 @@ pub struct CompiledFlow {
     /// The match alone, encoded ([`match_key`]): a filter with this key at
     /// this preference can be replaced in place.
     pub key: Vec<u8>,
+    /// Under `prefer-hw`, the cookie of this flow kept out of hardware
+    /// (`sw-only`, so that it shadows no higher flow the NIC refused: see
+    /// [`crate::shadow`]); the same as `cookie` under the other policies.
+    pub demoted_cookie: FlowCookie,
+}
+
+impl CompiledFlow {
+    /// This flow compiled `sw-only` with its demoted cookie.
+    ///
+    /// # Errors
+    /// As [`encode_options`].
+    pub fn demoted(&self, flow: &Flow, ports: &PortMap) -> Result<CompiledFlow, CompileError> {
+        Ok(CompiledFlow {
+            options: encode_options(flow, ports, Policy::SwOnly, &self.demoted_cookie.to_bytes())?,
+            cookie: self.demoted_cookie,
+            ..self.clone()
+        })
+    }
 }
 
 impl CompiledFlow {
@@ -446,11 +464,16 @@ pub fn compile(
         let prio = preference(flow.priority, flow.protocol().unwrap_or(ETH_P_ALL));
         match compile_flow(flow, ports, policy).and_then(|c| {
             let options = encode_options(flow, ports, policy, &c.cookie.to_bytes())?;
+            let demoted_cookie = match policy {
+                Policy::PreferHw => compile_flow(flow, ports, Policy::SwOnly)?.cookie,
+                _ => c.cookie,
+            };
             Ok(CompiledFlow {
                 index,
                 prio,
                 options,
                 key: match_key(flow),
+                demoted_cookie,
                 ..c
             })
         }) {
@@ -552,6 +575,11 @@ fn compile_flow(
         },
         options: Vec::new(),
         key: Vec::new(),
+        demoted_cookie: FlowCookie {
+            priority: flow.priority,
+            user: flow.cookie,
+            digest: 0,
+        },
     })
 }
 

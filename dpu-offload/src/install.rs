@@ -31,6 +31,7 @@ use crate::{
     eswitch::{self, Flavour},
     flow::Flow,
     flower::{self, CompileError, CompiledFlow, Policy, PortMap},
+    shadow,
 };
 
 /// What can go wrong installing flows.
@@ -57,6 +58,21 @@ pub enum InstallError {
         /// The kernel's extended ack (or errno).
         reason: String,
     },
+    /// `prefer-hw` with `--shadowed refuse`: a flow the NIC refused would
+    /// lose its packets to an overlapping lower flow the NIC holds.
+    #[error(
+        "line {line} on {port} stays in software while line {by_line} below it, which overlaps it, \
+         went to hardware: the NIC would take its packets first (--shadowed demote keeps such \
+         flows out of hardware instead); what this apply added was removed"
+    )]
+    Shadowed {
+        /// The shadowed flow's line.
+        line: usize,
+        /// Its port.
+        port: String,
+        /// The line of the flow that shadows it.
+        by_line: usize,
+    },
     /// Adding a filter failed; what this run added was removed.
     #[error(
         "line {line}: adding the filter on {port} failed: {source}; nothing of this apply was kept"
@@ -73,6 +89,29 @@ pub enum InstallError {
     /// Any other netlink failure (dumps, deletes, qdiscs).
     #[error(transparent)]
     Netlink(#[from] plexus_netlink::Error),
+}
+
+/// What `prefer-hw` does about a flow that would be shadowed (see
+/// [`crate::shadow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shadowed {
+    /// Keep the overlapping lower flows out of hardware (`sw-only`), so
+    /// that software sees the packets in the flow table's order.
+    #[default]
+    Demote,
+    /// Refuse the table.
+    Refuse,
+}
+
+impl std::str::FromStr for Shadowed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "demote" => Ok(Self::Demote),
+            "refuse" => Ok(Self::Refuse),
+            _ => Err(format!("{s:?}: expected demote or refuse")),
+        }
+    }
 }
 
 /// What an apply did with one flow.
@@ -115,6 +154,9 @@ pub struct Placement {
     pub in_hw_count: Option<u32>,
     /// Added or kept.
     pub change: Change,
+    /// Kept out of hardware under `prefer-hw`, because a higher flow that
+    /// overlaps it is in software only (see [`crate::shadow`]).
+    pub demoted: bool,
 }
 
 /// The outcome of an apply.
@@ -258,6 +300,9 @@ pub fn delete(nl: &mut Netlink, f: &InstalledFlow) -> Result<(), plexus_netlink:
 pub struct Plan<'a> {
     /// Flows (by table index) already installed exactly as compiled.
     pub kept: HashMap<usize, &'a InstalledFlow>,
+    /// Kept flows installed kept out of hardware by an earlier apply
+    /// ([`Shadowed::Demote`]); whether they still must be is decided again.
+    pub demoted: HashSet<usize>,
     /// Flows whose match is installed at their preference with something
     /// else to do (actions, cookie, policy): replaced in place, each with
     /// the handle of the filter it replaces.
@@ -290,16 +335,27 @@ pub fn plan<'a>(compiled: &'a [CompiledFlow], installed: &'a [InstalledFlow]) ->
             .push(f);
     }
     let mut kept = HashMap::new();
+    let mut demoted = HashSet::new();
     let mut rest = Vec::new();
     for c in compiled {
-        match pool
-            .get_mut(&(c.ifindex, c.chain, c.prio, c.cookie.to_bytes()))
-            .and_then(Vec::pop)
-        {
+        let mut take = |cookie: flower::FlowCookie| {
+            pool.get_mut(&(c.ifindex, c.chain, c.prio, cookie.to_bytes()))
+                .and_then(Vec::pop)
+        };
+        match take(c.cookie) {
             Some(f) => {
                 kept.insert(c.index, f);
             }
-            None => rest.push(c),
+            None => match (c.demoted_cookie != c.cookie)
+                .then(|| take(c.demoted_cookie))
+                .flatten()
+            {
+                Some(f) => {
+                    kept.insert(c.index, f);
+                    demoted.insert(c.index);
+                }
+                None => rest.push(c),
+            },
         }
     }
     // What is left installed, by where it is and what it matches.
@@ -336,6 +392,7 @@ pub fn plan<'a>(compiled: &'a [CompiledFlow], installed: &'a [InstalledFlow]) ->
     });
     Plan {
         kept,
+        demoted,
         replaced,
         to_add,
         early,
@@ -354,8 +411,9 @@ pub fn apply(
     flows: &[Flow],
     ports: &PortMap,
     policy: Policy,
+    shadowed: Shadowed,
 ) -> Result<ApplyReport, InstallError> {
-    let (report, stale) = begin(nl, flows, ports, policy)?;
+    let (report, stale) = begin(nl, flows, ports, policy, shadowed)?;
     finish(nl, &stale)?;
     Ok(report)
 }
@@ -398,11 +456,13 @@ pub fn begin(
     flows: &[Flow],
     ports: &PortMap,
     policy: Policy,
+    shadowed: Shadowed,
 ) -> Result<(ApplyReport, Stale), InstallError> {
     let compiled = flower::compile(flows, ports, policy).map_err(InstallError::Compile)?;
     let before = installed(nl, ports)?;
     let Plan {
         kept,
+        mut demoted,
         replaced,
         to_add,
         early,
@@ -437,34 +497,45 @@ pub fn begin(
     let mut added: Vec<InstalledFlow> = Vec::new();
     let result = add_all(nl, flows, &to_add, ports, policy, &mut created, &mut added);
     if let Err(e) = result {
-        // Roll back this run: its filters, then the qdiscs it created.
-        for f in added.iter().rev() {
-            if let Err(d) = delete(nl, f) {
-                tracing::warn!(error = %d, "rollback: could not delete a filter this apply added");
-            }
-        }
-        for i in created {
-            if let Err(d) = tc::del_clsact(nl, i) {
-                tracing::warn!(error = %d, ifindex = i, "rollback: could not delete the clsact qdisc this apply created");
-            }
-        }
+        roll_back(nl, &added, &created);
         return Err(e);
     }
     let stale = Stale(late.iter().map(|f| (*f).clone()).collect());
 
-    let by_index: HashMap<usize, &InstalledFlow> = to_add
-        .iter()
-        .zip(&added)
-        .map(|(c, f)| (c.index, f))
-        .collect();
+    // Where each flow is now, and what this apply did to it.
+    let mut now: HashMap<usize, (InstalledFlow, Change)> = HashMap::new();
+    for (i, f) in &kept {
+        now.insert(*i, ((*f).clone(), Change::Kept));
+    }
+    for (i, f) in swapped {
+        now.insert(i, (f, Change::Replaced));
+    }
+    for (c, f) in to_add.iter().zip(&added) {
+        now.insert(c.index, (f.clone(), Change::Added));
+    }
+    if policy == Policy::PreferHw
+        && let Err(e) = settle_shadows(
+            nl,
+            flows,
+            &compiled,
+            ports,
+            shadowed,
+            &mut now,
+            &mut demoted,
+        )
+    {
+        // The added filters as they are now (some may have been
+        // replaced `sw-only` since).
+        let now_added: Vec<InstalledFlow> =
+            to_add.iter().map(|c| now[&c.index].0.clone()).collect();
+        roll_back(nl, &now_added, &created);
+        return Err(e);
+    }
     let flows_out = compiled
         .iter()
         .map(|c| {
-            let (f, change) = match (kept.get(&c.index), swapped.get(&c.index)) {
-                (Some(f), _) => (*f, Change::Kept),
-                (None, Some(f)) => (f, Change::Replaced),
-                (None, None) => (by_index[&c.index], Change::Added),
-            };
+            let (f, change) = &now[&c.index];
+            let (f, change) = (f, *change);
             let flow = &flows[c.index];
             Placement {
                 index: c.index,
@@ -479,6 +550,7 @@ pub fn begin(
                 location: f.location(),
                 in_hw_count: f.in_hw_count,
                 change,
+                demoted: demoted.contains(&c.index),
             }
         })
         .collect();
@@ -489,6 +561,103 @@ pub fn begin(
         },
         stale,
     ))
+}
+
+/// `prefer-hw`: no flow the NIC refused may lose its packets to a lower
+/// one the NIC holds ([`shadow::settle`]): a flow that would shadow one is
+/// replaced in place `sw-only` (or the table refused), and one an earlier
+/// apply kept out of hardware goes back to `prefer-hw` once nothing above
+/// needs that.
+#[allow(clippy::too_many_arguments)]
+fn settle_shadows(
+    nl: &mut Netlink,
+    flows: &[Flow],
+    compiled: &[CompiledFlow],
+    ports: &PortMap,
+    shadowed: Shadowed,
+    now: &mut HashMap<usize, (InstalledFlow, Change)>,
+    demoted: &mut HashSet<usize>,
+) -> Result<(), InstallError> {
+    let mut landed: Vec<shadow::Landed> = compiled
+        .iter()
+        .map(|c| shadow::Landed {
+            port: c.ifindex,
+            chain: c.chain,
+            priority: flows[c.index].priority,
+            matches: flows[c.index].matches.clone(),
+            in_hw: now[&c.index].0.in_hw(),
+        })
+        .collect();
+    let mut is_demoted: Vec<bool> = compiled
+        .iter()
+        .map(|c| demoted.contains(&c.index))
+        .collect();
+    let result = shadow::settle(
+        &mut landed,
+        &mut is_demoted,
+        shadowed == Shadowed::Refuse,
+        |k, how| {
+            let c = &compiled[k];
+            let flow = &flows[c.index];
+            let target = match how {
+                shadow::Move::Demote => c
+                    .demoted(flow, ports)
+                    .map_err(|e| InstallError::Compile(vec![e]))?,
+                shadow::Move::Restore => c.clone(),
+            };
+            let (old, change) = now[&c.index].clone();
+            let entry =
+                replace(nl, &target, &old).map_err(|e| add_error(e, flow, Policy::PreferHw))?;
+            let got = match dump::decode(&entry, ports) {
+                Ok(Some(f)) => f,
+                _ => echo_fallback(&target, &entry),
+            };
+            let in_hw = got.in_hw();
+            let change = if change == Change::Kept {
+                Change::Replaced
+            } else {
+                change
+            };
+            now.insert(c.index, (got, change));
+            Ok(in_hw)
+        },
+    );
+    for (c, d) in compiled.iter().zip(is_demoted) {
+        if d {
+            demoted.insert(c.index);
+        } else {
+            demoted.remove(&c.index);
+        }
+    }
+    result.map_err(|e| match e {
+        shadow::SettleError::Shadowed {
+            shadowed: above,
+            by,
+        } => {
+            let flow = &flows[compiled[by].index];
+            InstallError::Shadowed {
+                line: flows[compiled[above].index].line,
+                port: flow.in_port.clone(),
+                by_line: flow.line,
+            }
+        }
+        shadow::SettleError::Move(e) => e,
+    })
+}
+
+/// Rolls back an apply that failed: the filters it added, then the
+/// qdiscs it created.
+fn roll_back(nl: &mut Netlink, added: &[InstalledFlow], created: &[u32]) {
+    for f in added.iter().rev() {
+        if let Err(d) = delete(nl, f) {
+            tracing::warn!(error = %d, "rollback: could not delete a filter this apply added");
+        }
+    }
+    for &i in created {
+        if let Err(d) = tc::del_clsact(nl, i) {
+            tracing::warn!(error = %d, ifindex = i, "rollback: could not delete the clsact qdisc this apply created");
+        }
+    }
 }
 
 fn add_all(

@@ -47,3 +47,4 @@ pub mod flowtable;
 pub mod install;
 pub mod parse;
 pub mod selfcheck;
+pub mod shadow;

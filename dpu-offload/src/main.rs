@@ -13,7 +13,7 @@ use plexus_dpu_offload::{
     eswitch::{self, Ethtool, Features},
     flower::Policy,
     flowtable,
-    install::{self, Selector},
+    install::{self, Selector, Shadowed},
     parse,
 };
 use plexus_netlink::Netlink;
@@ -71,6 +71,11 @@ enum Command {
         /// Back end.
         #[arg(long, value_enum, default_value = "auto")]
         backend: Backend,
+        /// prefer-hw: a flow the NIC refused would lose its packets to an
+        /// overlapping lower flow the NIC holds: keep those out of hardware
+        /// (demote) or refuse the table (refuse).
+        #[arg(long, default_value = "demote")]
+        shadowed: Shadowed,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -144,6 +149,10 @@ enum Command {
         /// Back end.
         #[arg(long, value_enum, default_value = "auto")]
         backend: Backend,
+        /// What prefer-hw does about a flow the NIC would shadow: demote
+        /// or refuse (see `apply --help`).
+        #[arg(long, default_value = "demote")]
+        shadowed: Shadowed,
         /// Delete every Plexus flow (as `flush` does) and withdraw this
         /// node's status when stopped (SIGTERM/SIGINT). Without it the
         /// flows stay installed, so that a restart (a DaemonSet rollout)
@@ -231,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
             flows,
             policy,
             backend,
+            shadowed,
             json,
         } => {
             let text = std::fs::read_to_string(&flows)
@@ -243,8 +253,11 @@ fn run(cli: Cli) -> Result<()> {
                 &mut nl,
                 &parsed,
                 &ports,
-                backend.into(),
-                policy,
+                backend::How {
+                    choice: backend.into(),
+                    policy,
+                    shadowed,
+                },
                 &Ethtool,
                 &cli.bpf_dir,
             )?;
@@ -267,6 +280,12 @@ fn run(cli: Cli) -> Result<()> {
                         p.in_hw_count.map_or_else(|| "-".into(), |n| n.to_string()),
                         format!("{:?}", p.change).to_lowercase(),
                         p.flow
+                    ));
+                }
+                for p in report.flows.iter().filter(|p| p.demoted) {
+                    s.push_str(&format!(
+                        "line {}: kept out of hardware (sw-only): a higher flow it overlaps is in software only, and the NIC would take its packets first\n",
+                        p.line
                     ));
                 }
                 s.push_str(&format!(
@@ -344,6 +363,7 @@ fn run(cli: Cli) -> Result<()> {
             resync_secs,
             policy,
             backend,
+            shadowed,
             flush_on_exit,
             keep_on_exit: _,
             once,
@@ -381,6 +401,7 @@ fn run(cli: Cli) -> Result<()> {
                     bpf_dir: cli.bpf_dir.clone(),
                     choice: backend.into(),
                     policy,
+                    shadowed,
                     resync: std::time::Duration::from_secs(resync_secs),
                 },
                 source,
@@ -485,7 +506,11 @@ fn dump_table(flows: &[FlowStatus], stats: Option<DatapathStats>) -> String {
                 backend::Backend::Flower => "flower",
                 backend::Backend::Ebpf => "ebpf",
             },
-            f.location.name(),
+            if f.shadowed_by.is_some() {
+                "shadow"
+            } else {
+                f.location.name()
+            },
             f.in_hw_count.map_or_else(dash, |n| n.to_string()),
             f.counters.packets,
             f.counters.bytes,
@@ -498,6 +523,14 @@ fn dump_table(flows: &[FlowStatus], stats: Option<DatapathStats>) -> String {
                 format!("  (not understood: {})", f.unknown.join("; "))
             }
         ));
+    }
+    for f in flows {
+        if let Some(by) = &f.shadowed_by {
+            s.push_str(&format!(
+                "shadow: {} is in software only, and the NIC gives its packets to {} first\n",
+                f.flow, by
+            ));
+        }
     }
     if let Some(st) = stats {
         s.push_str(&format!(
@@ -531,6 +564,7 @@ fn dump_json(flows: &[FlowStatus], stats: Option<DatapathStats>) -> Result<Strin
                 "age_secs": f.installed_secs,
                 "idle_secs": f.idle_secs,
                 "not_understood": f.unknown,
+                "shadowed_by": f.shadowed_by,
             })
         })
         .collect();

@@ -461,3 +461,47 @@ fn moving_ports_between_back_ends_under_traffic_loses_no_packet() {
     assert_eq!(rig.ok(&["flush"]), "deleted 5 flows\n");
     assert_eq!(rig.tc_state(), before);
 }
+
+/// `prefer-hw` on veth: the kernel tries a NIC that is not there, so every
+/// flow lands in software. With nothing in hardware nothing can be
+/// shadowed: the drop above the overlapping `ip` flow still drops, no flow
+/// is demoted under either `--shadowed` policy, and `dump-flows` says
+/// `tc-sw` with no shadow. (A NIC that holds some flows is emulated in
+/// `shadow.rs`'s unit tests: no kernel here offloads flower.)
+#[test]
+fn prefer_hw_on_veth_lands_in_software_and_shadows_nothing() {
+    eprintln!("on Linux {}", plexus_testkit::kernel_release());
+    let rig = Rig::new();
+    let file = rig.flows_file(FLOWS);
+    for shadowed in ["demote", "refuse"] {
+        let r = rig.json(&[
+            "apply",
+            "--flows",
+            &file,
+            "--backend",
+            "flower",
+            "--policy",
+            "prefer-hw",
+            "--shadowed",
+            shadowed,
+            "--json",
+        ]);
+        let placed = r["flows"].as_array().unwrap();
+        assert_eq!(placed.len(), 5, "{r:#}");
+        for p in placed {
+            assert_eq!(p["location"], "tc-sw", "veth holds nothing: {p}");
+            assert_eq!(p["in_hw_count"].as_u64().unwrap_or(0), 0, "{p}");
+            assert_eq!(p["demoted"], false, "{p}");
+        }
+    }
+    assert!(rig.ping(0, 2));
+    assert_eq!(rig.udp(9, 5), 0, "the drop above the ip flow drops");
+    let dump = rig.json(&["dump-flows", "--json"]);
+    for f in dump["flows"].as_array().unwrap() {
+        assert_eq!(f["location"], "tc-sw", "{f}");
+        assert!(f["shadowed_by"].is_null(), "{f}");
+    }
+    let table = rig.ok(&["dump-flows"]);
+    assert!(!table.contains("shadow"), "{table}");
+    assert_eq!(rig.ok(&["flush"]), "deleted 5 flows\n");
+}
