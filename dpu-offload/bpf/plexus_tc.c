@@ -8,10 +8,19 @@
  * the mask. Subtables are tried in order of the highest priority they hold,
  * and the search stops once no later subtable can beat the best match.
  *
- * Two generations of the table live in the maps; px_active names the one
- * packets use (and an epoch that keys the microflow cache). User space writes the other generation, flips px_active with
- * one map update, then deletes the old one: a packet sees the old table or
- * the new one, never a mix, and flows in both keep their counter slot.
+ * Two generations of the table live in the maps. px_active holds the
+ * epoch, the number of flips so far; its parity is the generation packets
+ * use, so one load decides both the generation and the microflow cache's
+ * epoch. User space writes the other generation, flips px_active with one
+ * map update, waits out an RCU grace period (every packet that read the old
+ * epoch has left the classifier: it runs under RCU), and only then deletes
+ * the old generation: a packet sees the old table or the new one, never a
+ * mix, and flows in both keep their counter slot.
+ *
+ * Verifier budget: the 6.1 verifier walks every path of one function up to
+ * a million instructions. Parsing, the subtable search and the actions are
+ * global functions, each verified once on its own whatever calls it, and
+ * the per-packet loop over tables only calls them.
  *
  * The layouts below are mirrored by dpu-offload/src/ebpf.rs (a test checks
  * the sizes against this object's BTF). Multi-byte packet fields stay in
@@ -33,7 +42,7 @@
 
 /* Datapath counters after the per-flow slots. */
 #define PX_SLOT_MISS PX_MAX_FLOWS
-#define PX_SLOT_ERROR (PX_MAX_FLOWS + 1)
+#define PX_SLOT_ERROR (PX_MAX_FLOWS + 1) /* failed actions (a failed copy only loses the copy) */
 #define PX_SLOT_CACHE_MISS (PX_MAX_FLOWS + 2) /* lookups that searched; packets only */
 #define PX_STATS (PX_MAX_FLOWS + 3)
 
@@ -129,8 +138,10 @@ _Static_assert(sizeof(struct px_table_key) == 12, "px_table_key");
 _Static_assert(sizeof(struct px_table) == 8 + 8 * PX_MAX_MASKS, "px_table");
 _Static_assert(sizeof(struct px_counter) == 16, "px_counter");
 
-/* The generation packets use, and the epoch: a number that grows with
- * every flip, so that a cached lookup never outlives its table. */
+/* The epoch: a number that grows with every flip, so that a cached lookup
+ * never outlives its table; epoch & 1 is the generation packets use. gen
+ * is epoch & 1 too, for user space and older builds; packets read only
+ * the epoch. */
 struct px_active {
 	__u32 gen;
 	__u32 epoch;
@@ -236,128 +247,176 @@ static __always_inline __u64 wire_len(struct __sk_buff *skb)
 #define IPPROTO_UDP 17
 #define IPPROTO_ICMPV6 58
 #define IPPROTO_SCTP 132
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_ROUTING 43
+#define IPPROTO_FRAGMENT 44
+#define IPPROTO_DSTOPTS 60
 
-/* Headers parse straight from the packet: the first PX_PARSE_LEN bytes
- * are made linear first when they are not. */
+/* The Ethernet header is read straight from the packet (the first
+ * PX_PARSE_LEN bytes are made linear first when they are not); what
+ * follows with bpf_skb_load_bytes, which reads wherever it is, as the
+ * dissector's skb_header_pointer does. */
 #define PX_PARSE_LEN 128
+/* The flow dissector's MAX_FLOW_DISSECT_HDRS: its budget of headers. */
+#define PX_MAX_HDRS 15
 
-/* The key of the packet as it is now: what flower's dissector would see. */
-static __always_inline void parse(struct __sk_buff *skb, struct px_key *k)
+/* The transport fields at offset off, into k, read as the dissector reads
+ * them: ports from the first 4 bytes, TCP flags only from a whole TCP
+ * header (20 bytes, data offset at least 5), ICMP type and code from a
+ * whole ICMP header (8 bytes); ports only when ports_only. */
+static __always_inline void parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto, int v6,
+				     int ports_only, struct px_key *k)
 {
-	__u32 ifindex = k->ifindex, table = k->table;
-	__u8 *data, *end, *l3, *l4;
-	__u8 proto = 0;
-	int v6 = 0;
+	__u8 l4[20];
 
-	__builtin_memset(k, 0, sizeof(*k));
-	k->ifindex = ifindex;
-	k->table = table;
-	if (skb->vlan_present) {
-		k->tpid = (__be16)skb->vlan_proto;
-		k->tci = (skb->vlan_tci & ~PX_TCI_PRESENT) | PX_TCI_PRESENT;
-	}
-	if (skb->data_end - skb->data < PX_PARSE_LEN && skb->len > skb->data_end - skb->data)
-		bpf_skb_pull_data(skb, skb->len < PX_PARSE_LEN ? skb->len : PX_PARSE_LEN);
-	data = (__u8 *)(long)skb->data;
-	end = (__u8 *)(long)skb->data_end;
-	if (data + ETH_HLEN > end)
-		return;
-	__builtin_memcpy(k->dl_dst, data, 6);
-	__builtin_memcpy(k->dl_src, data + 6, 6);
-	__builtin_memcpy(&k->eth_type, data + 12, 2);
-	l3 = data + ETH_HLEN;
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP) {
+		int whole = proto == IPPROTO_TCP && !ports_only &&
+			    bpf_skb_load_bytes(skb, off, l4, 20) == 0;
 
-	if (k->eth_type == bpf_htons(ETH_P_IP)) {
-		__u32 ihl;
-
-		if (l3 + 20 > end)
-			return;
-		ihl = (l3[0] & 0x0f) * 4;
-		k->nw_tos = l3[1];
-		k->nw_ttl = l3[8];
-		k->nw_proto = proto = l3[9];
-		__builtin_memcpy(k->nw_src, l3 + 12, 4);
-		__builtin_memcpy(k->nw_dst, l3 + 16, 4);
-		/* Later fragments carry no transport header. */
-		if (ihl < 20 || ((l3[6] & 0x1f) | l3[7]))
-			return;
-		l4 = l3 + ihl;
-	} else if (k->eth_type == bpf_htons(ETH_P_IPV6)) {
-		int i;
-
-		if (l3 + 40 > end)
-			return;
-		k->nw_tos = (l3[0] << 4) | (l3[1] >> 4);
-		k->nw_ttl = l3[7];
-		__builtin_memcpy(k->nw_src, l3 + 8, 16);
-		__builtin_memcpy(k->nw_dst, l3 + 24, 16);
-		proto = l3[6];
-		l4 = l3 + 40;
-		v6 = 1;
-		/* Walk extension headers as the flow dissector does. */
-		for (i = 0; i < 4; i++) {
-			if (proto != 0 && proto != 43 && proto != 44 && proto != 60)
-				break;
-			if (l4 + 8 > end)
-				return;
-			if (proto == 44) {
-				/* Fragment header: L4 only in the first fragment. */
-				if ((l4[2] << 5 | l4[3] >> 3) != 0) {
-					k->nw_proto = l4[0];
-					return;
-				}
-				proto = l4[0];
-				l4 += 8;
-			} else {
-				proto = l4[0];
-				l4 += (l4[1] + 1) * 8;
-			}
-		}
-		k->nw_proto = proto;
-	} else if (k->eth_type == bpf_htons(ETH_P_ARP)) {
-		if (l3 + 28 > end)
-			return;
-		/* Ethernet/IPv4 ARP only, as flower. */
-		if (l3[0] != 0 || l3[1] != 1 || l3[2] != 0x08 || l3[3] != 0 ||
-		    l3[4] != 6 || l3[5] != 4)
-			return;
-		k->nw_proto = l3[7];
-		__builtin_memcpy(k->nw_src, l3 + 14, 4);
-		__builtin_memcpy(k->nw_dst, l3 + 24, 4);
-		return;
-	} else {
-		return;
-	}
-
-	if (proto == IPPROTO_TCP) {
-		if (l4 + 14 > end)
+		if (!whole && bpf_skb_load_bytes(skb, off, l4, 4) < 0)
 			return;
 		__builtin_memcpy(&k->tp_src, l4, 2);
 		__builtin_memcpy(&k->tp_dst, l4 + 2, 2);
-		k->tcp_flags = bpf_htons(((l4[12] & 0x0f) << 8) | l4[13]);
-	} else if (proto == IPPROTO_UDP || proto == IPPROTO_SCTP) {
-		if (l4 + 4 > end)
-			return;
-		__builtin_memcpy(&k->tp_src, l4, 2);
-		__builtin_memcpy(&k->tp_dst, l4 + 2, 2);
-	} else if ((!v6 && proto == IPPROTO_ICMP) || (v6 && proto == IPPROTO_ICMPV6)) {
-		if (l4 + 2 > end)
+		if (whole && (l4[12] >> 4) >= 5)
+			k->tcp_flags = bpf_htons(((l4[12] & 0x0f) << 8) | l4[13]);
+	} else if (!ports_only &&
+		   ((!v6 && proto == IPPROTO_ICMP) || (v6 && proto == IPPROTO_ICMPV6))) {
+		if (bpf_skb_load_bytes(skb, off, l4, 8) < 0)
 			return;
 		k->icmp_type = l4[0];
 		k->icmp_code = l4[1];
 	}
 }
 
-/* The flow of subtable id for key, or NULL; *missing when the mask itself
- * is not there. */
-static __always_inline struct px_flow *probe_mask(__u32 id, struct px_key *key,
-						 struct px_lookup *probe, int *missing)
+static __always_inline int is_vlan(__be16 t)
 {
-	__u64 *src = (__u64 *)key, *dst = (__u64 *)&probe->key;
+	return t == bpf_htons(ETH_P_8021Q) || t == bpf_htons(ETH_P_8021AD);
+}
+
+/* The key of the packet as it is now: what flower's dissector (called
+ * without FLOW_DISSECTOR_F_PARSE_1ST_FRAG) would see:
+ * - the outer tag is the skb's; tags in the frame behind it are looked
+ *   through, so eth_type is the EtherType after the last tag;
+ * - an IPv4 header shorter than 20 bytes gives no L3 fields;
+ * - fragments, first ones included, give the protocol but no L4 fields;
+ * - IPv6 hop-by-hop, routing and destination options headers are walked,
+ *   a fragment header ends the walk;
+ * - transport fields as parse_l4 reads them;
+ * - ARP gives its fields for Ethernet/IPv4 requests and replies only;
+ * - the dissector's budget of PX_MAX_HDRS headers: each tag and each
+ *   extension header takes one; past it, the walk stops where it is (the
+ *   header that went over the budget still gives the ports behind it).
+ * Global: verified once. Returns 0. */
+__attribute__((noinline)) int px_parse(struct __sk_buff *skb, struct px_key *k)
+{
+	__u8 *data, *end;
+	__u32 off = ETH_HLEN, hdrs = 0;
+	__u8 l3[40];
+	__u8 proto;
+	int i;
+
+	if (!k)
+		return 0;
+	__builtin_memset(&k->dl_dst, 0, sizeof(*k) - 8);
+	if (skb->vlan_present) {
+		k->tpid = (__be16)skb->vlan_proto;
+		k->tci = (skb->vlan_tci & ~PX_TCI_PRESENT) | PX_TCI_PRESENT;
+		hdrs = 1;
+	}
+	if (skb->data_end - skb->data < PX_PARSE_LEN && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < PX_PARSE_LEN ? skb->len : PX_PARSE_LEN);
+	data = (__u8 *)(long)skb->data;
+	end = (__u8 *)(long)skb->data_end;
+	if (data + ETH_HLEN > end)
+		return 0;
+	__builtin_memcpy(k->dl_dst, data, 6);
+	__builtin_memcpy(k->dl_src, data + 6, 6);
+	__builtin_memcpy(&k->eth_type, data + 12, 2);
+	if (skb->vlan_present) {
+		for (i = 0; i < PX_MAX_HDRS; i++) {
+			if (!is_vlan(k->eth_type))
+				break;
+			if (bpf_skb_load_bytes(skb, off + 2, &k->eth_type, 2) < 0)
+				return 0;
+			off += 4;
+			if (++hdrs > PX_MAX_HDRS)
+				return 0;
+		}
+	}
+
+	if (k->eth_type == bpf_htons(ETH_P_IP)) {
+		__u32 ihl;
+
+		if (bpf_skb_load_bytes(skb, off, l3, 20) < 0)
+			return 0;
+		ihl = (l3[0] & 0x0f) * 4;
+		if (ihl < 20)
+			return 0;
+		k->nw_tos = l3[1];
+		k->nw_ttl = l3[8];
+		k->nw_proto = proto = l3[9];
+		__builtin_memcpy(k->nw_src, l3 + 12, 4);
+		__builtin_memcpy(k->nw_dst, l3 + 16, 4);
+		/* MF or an offset: a fragment. */
+		if ((l3[6] & 0x3f) | l3[7])
+			return 0;
+		parse_l4(skb, off + ihl, proto, 0, 0, k);
+	} else if (k->eth_type == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, off, l3, 40) < 0)
+			return 0;
+		k->nw_tos = (l3[0] << 4) | (l3[1] >> 4);
+		k->nw_ttl = l3[7];
+		__builtin_memcpy(k->nw_src, l3 + 8, 16);
+		__builtin_memcpy(k->nw_dst, l3 + 24, 16);
+		proto = l3[6];
+		off += 40;
+		for (i = 0; i < PX_MAX_HDRS + 1; i++) {
+			__u8 h[2];
+
+			if (proto != IPPROTO_HOPOPTS && proto != IPPROTO_ROUTING &&
+			    proto != IPPROTO_DSTOPTS && proto != IPPROTO_FRAGMENT)
+				break;
+			if (bpf_skb_load_bytes(skb, off, h, 2) < 0) {
+				k->nw_proto = proto;
+				return 0;
+			}
+			if (proto == IPPROTO_FRAGMENT) {
+				/* Any fragment: the protocol, no L4. */
+				k->nw_proto = h[0];
+				return 0;
+			}
+			proto = h[0];
+			off += ((__u32)h[1] + 1) * 8;
+			if (++hdrs > PX_MAX_HDRS) {
+				k->nw_proto = proto;
+				parse_l4(skb, off, proto, 1, 1, k);
+				return 0;
+			}
+		}
+		k->nw_proto = proto;
+		parse_l4(skb, off, proto, 1, 0, k);
+	} else if (k->eth_type == bpf_htons(ETH_P_ARP)) {
+		if (bpf_skb_load_bytes(skb, off, l3, 28) < 0)
+			return 0;
+		if (l3[0] != 0 || l3[1] != 1 || l3[2] != 0x08 || l3[3] != 0 ||
+		    l3[4] != 6 || l3[5] != 4 || l3[6] != 0 || (l3[7] != 1 && l3[7] != 2))
+			return 0;
+		k->nw_proto = l3[7];
+		__builtin_memcpy(k->nw_src, l3 + 14, 4);
+		__builtin_memcpy(k->nw_dst, l3 + 24, 4);
+	}
+	return 0;
+}
+
+/* The flow of subtable id for key, or NULL. */
+static __always_inline struct px_flow *probe_mask(__u32 id, const struct px_key *key,
+						 struct px_lookup *probe)
+{
+	const __u64 *src = (const __u64 *)key;
+	__u64 *dst = (__u64 *)&probe->key;
 	__u64 *m = bpf_map_lookup_elem(&px_masks, &id);
 	int w;
 
-	*missing = !m;
 	if (!m)
 		return NULL;
 	probe->mask_id = id;
@@ -367,40 +426,40 @@ static __always_inline struct px_flow *probe_mask(__u32 id, struct px_key *key,
 	return bpf_map_lookup_elem(&px_flows, probe);
 }
 
-/* The best flow of one (port, table) for key, or NULL; its subtable in
- * *mask_out. */
-static __always_inline struct px_flow *search(__u32 gen, struct px_lookup *lk,
-					      struct px_lookup *probe, __u32 *mask_out)
+/* The subtable holding the best flow of key's (port, table) in generation
+ * gen, or PX_CACHE_MISS. Subtables of another generation are never
+ * searched. Global: verified once. */
+__attribute__((noinline)) int px_search(const struct px_key *key, __u32 gen)
 {
-	struct px_table_key tk = {
-		.gen = gen,
-		.ifindex = lk->key.ifindex,
-		.table = lk->key.table,
-	};
-	struct px_table *t = bpf_map_lookup_elem(&px_tables, &tk);
-	struct px_flow *best = NULL;
-	__u32 best_prio = 0;
+	struct px_lookup probe = {};
+	struct px_table_key tk = {};
+	struct px_table *t;
+	__u32 best = PX_CACHE_MISS, best_prio = 0;
 	__u32 i;
 
+	if (!key)
+		return PX_CACHE_MISS;
+	tk.gen = gen;
+	tk.ifindex = key->ifindex;
+	tk.table = key->table;
+	t = bpf_map_lookup_elem(&px_tables, &tk);
 	if (!t)
-		return NULL;
+		return PX_CACHE_MISS;
 	for (i = 0; i < PX_MAX_MASKS; i++) {
 		struct px_flow *f;
-		int missing;
 		__u32 id;
 
 		if (i >= t->n_masks)
 			break;
-		if (best && best_prio >= t->max_prio[i])
+		if (best != PX_CACHE_MISS && best_prio >= t->max_prio[i])
 			break;
 		id = t->mask_id[i];
-		f = probe_mask(id, &lk->key, probe, &missing);
-		if (missing)
+		if (id / PX_MASK_SLOTS != gen)
 			break;
-		if (f && (!best || f->priority > best_prio)) {
-			best = f;
+		f = probe_mask(id, key, &probe);
+		if (f && (best == PX_CACHE_MISS || f->priority > best_prio)) {
+			best = id;
 			best_prio = f->priority;
-			*mask_out = id;
 		}
 	}
 	return best;
@@ -419,65 +478,154 @@ static __always_inline __u32 cache_index(const __u64 *w, __u32 epoch)
 }
 
 /* The flow for key: from the microflow cache when the packet's microflow
- * was seen in this epoch, else by the search (whose answer is cached). */
-static __always_inline struct px_flow *lookup(__u32 gen, __u32 epoch, struct px_lookup *lk,
+ * was seen in this epoch, else by the search (whose answer is cached). A
+ * slot answers only for its epoch, and the generation is the epoch's
+ * parity, so a cached subtable is always of the generation searched. */
+static __always_inline struct px_flow *lookup(__u32 epoch, struct px_lookup *lk,
 					      struct px_lookup *probe)
 {
-	__u64 *src = (__u64 *)&lk->key;
+	const __u64 *src = (const __u64 *)&lk->key;
 	__u32 idx = cache_index(src, epoch), mask_id = PX_CACHE_MISS;
 	struct px_cache_slot *c = bpf_map_lookup_elem(&px_cache, &idx);
-	struct px_flow *f;
+	int hit = 0;
 
 	if (!c)
 		return NULL;
 	if (c->live && c->epoch == epoch) {
-		__u64 *ck = (__u64 *)&c->key, diff = 0;
+		const __u64 *ck = (const __u64 *)&c->key;
+		__u64 diff = 0;
 		int w;
 
 #pragma clang loop unroll(full)
 		for (w = 0; w < PX_KEY_WORDS; w++)
 			diff |= ck[w] ^ src[w];
 		if (!diff) {
-			int missing;
-
-			if (c->mask_id == PX_CACHE_MISS)
-				return NULL;
-			return probe_mask(c->mask_id, &lk->key, probe, &missing);
+			mask_id = c->mask_id;
+			hit = 1;
 		}
 	}
-	count(PX_SLOT_CACHE_MISS, 0);
-	f = search(gen, lk, probe, &mask_id);
-	c->live = 1;
-	c->epoch = epoch;
-	c->mask_id = mask_id;
-	__builtin_memcpy(&c->key, &lk->key, sizeof(c->key));
-	return f;
+	if (!hit) {
+		count(PX_SLOT_CACHE_MISS, 0);
+		mask_id = (__u32)px_search(&lk->key, epoch & 1);
+		c->live = 1;
+		c->epoch = epoch;
+		c->mask_id = mask_id;
+		__builtin_memcpy(&c->key, &lk->key, sizeof(c->key));
+	}
+	if (mask_id == PX_CACHE_MISS)
+		return NULL;
+	return probe_mask(mask_id, &lk->key, probe);
+}
+
+/* What the actions of one flow decided. */
+struct px_result {
+	__u32 next;  /* table to continue in (PX_RES_GOTO) */
+	__u32 dirty; /* the packet changed: parse it again */
+};
+
+#define PX_RES_GOTO (-1)
+
+/* Runs the actions of f: returns the tc verdict, or PX_RES_GOTO with the
+ * next table in r. A failed copy (mirror) loses the copy and the packet
+ * goes on, as with act_mirred; any other failed action drops it. Both
+ * count in PX_SLOT_ERROR. Global: verified once. */
+__attribute__((noinline)) int px_act(struct __sk_buff *skb, const struct px_flow *f,
+				     struct px_result *r)
+{
+	__u32 a;
+
+	if (!f || !r)
+		return TC_ACT_SHOT;
+	r->dirty = 0;
+	for (a = 0; a < PX_MAX_ACTIONS; a++) {
+		const struct px_action *act;
+		__u16 tci;
+
+		if (a >= f->n_actions)
+			break;
+		act = &f->act[a];
+		switch (act->kind) {
+		case PX_ACT_MIRROR:
+			if (bpf_clone_redirect(skb, act->arg, 0) < 0)
+				count(PX_SLOT_ERROR, 0);
+			break;
+		case PX_ACT_REDIRECT:
+			return bpf_redirect(act->arg, 0);
+		case PX_ACT_DROP:
+			return TC_ACT_SHOT;
+		case PX_ACT_GOTO:
+			r->next = act->arg;
+			return PX_RES_GOTO;
+		case PX_ACT_VLAN_POP:
+			if (bpf_skb_vlan_pop(skb) < 0)
+				goto error;
+			r->dirty = 1;
+			break;
+		case PX_ACT_VLAN_PUSH:
+			tci = act->vid & 0x0fff;
+			if (act->pcp != PX_PCP_NONE)
+				tci |= (act->pcp & 7) << 13;
+			if (bpf_skb_vlan_push(skb, act->tpid, tci) < 0)
+				goto error;
+			r->dirty = 1;
+			break;
+		case PX_ACT_VLAN_MODIFY:
+			/* tc: no tag, no change; else a new VID (and PCP when
+			 * given), re-tagged as 802.1Q. */
+			if (!skb->vlan_present)
+				break;
+			tci = (skb->vlan_tci & ~0x0fff) | (act->vid & 0x0fff);
+			if (act->pcp != PX_PCP_NONE)
+				tci = (tci & ~0xe000) | ((act->pcp & 7) << 13);
+			if (bpf_skb_vlan_pop(skb) < 0 ||
+			    bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), tci) < 0)
+				goto error;
+			r->dirty = 1;
+			break;
+		case PX_ACT_SET_DST:
+			if (bpf_skb_store_bytes(skb, 0, act->mac, 6, 0) < 0)
+				goto error;
+			r->dirty = 1;
+			break;
+		case PX_ACT_SET_SRC:
+			if (bpf_skb_store_bytes(skb, 6, act->mac, 6, 0) < 0)
+				goto error;
+			r->dirty = 1;
+			break;
+		default:
+			goto error;
+		}
+	}
+	/* The compiler ends every list with an output, drop or goto;
+	 * anything else is OpenFlow's implicit drop. */
+	return TC_ACT_SHOT;
+error:
+	count(PX_SLOT_ERROR, wire_len(skb));
+	return TC_ACT_SHOT;
 }
 
 SEC("classifier")
 int px_classify(struct __sk_buff *skb)
 {
 	struct px_lookup lk = {}, probe = {};
-	__u32 zero = 0, gen, epoch, stage;
+	struct px_result r = {};
+	__u32 zero = 0, epoch, stage;
 	struct px_active *active = bpf_map_lookup_elem(&px_active, &zero);
 	int dirty = 1;
 
 	if (!active)
 		return TC_ACT_UNSPEC;
-	gen = active->gen & 1;
-	epoch = active->epoch;
+	/* One load: the epoch, and with it the generation. */
+	epoch = *(volatile __u32 *)&active->epoch;
 	lk.key.ifindex = skb->ingress_ifindex;
 
 	for (stage = 0; stage < PX_MAX_STAGES; stage++) {
 		struct px_flow *f;
-		__u32 a, next = 0;
-		int go = 0;
+		int rc;
 
-		if (dirty) {
-			parse(skb, &lk.key);
-			dirty = 0;
-		}
-		f = lookup(gen, epoch, &lk, &probe);
+		if (dirty)
+			px_parse(skb, &lk.key);
+		f = lookup(epoch, &lk, &probe);
 		if (!f) {
 			count(PX_SLOT_MISS, wire_len(skb));
 			/* A miss in table 0 lets later tc filters see the
@@ -486,76 +634,12 @@ int px_classify(struct __sk_buff *skb)
 			return stage == 0 ? TC_ACT_UNSPEC : TC_ACT_OK;
 		}
 		count(f->slot, wire_len(skb));
-
-		for (a = 0; a < PX_MAX_ACTIONS; a++) {
-			struct px_action *act;
-			__u16 tci;
-
-			if (a >= f->n_actions)
-				break;
-			act = &f->act[a];
-			switch (act->kind) {
-			case PX_ACT_MIRROR:
-				if (bpf_clone_redirect(skb, act->arg, 0) < 0)
-					goto error;
-				break;
-			case PX_ACT_REDIRECT:
-				return bpf_redirect(act->arg, 0);
-			case PX_ACT_DROP:
-				return TC_ACT_SHOT;
-			case PX_ACT_GOTO:
-				next = act->arg;
-				go = 1;
-				break;
-			case PX_ACT_VLAN_POP:
-				if (bpf_skb_vlan_pop(skb) < 0)
-					goto error;
-				dirty = 1;
-				break;
-			case PX_ACT_VLAN_PUSH:
-				tci = act->vid & 0x0fff;
-				if (act->pcp != PX_PCP_NONE)
-					tci |= (act->pcp & 7) << 13;
-				if (bpf_skb_vlan_push(skb, act->tpid, tci) < 0)
-					goto error;
-				dirty = 1;
-				break;
-			case PX_ACT_VLAN_MODIFY:
-				/* tc: no tag, no change; else a new VID (and
-				 * PCP when given), re-tagged as 802.1Q. */
-				if (!skb->vlan_present)
-					break;
-				tci = (skb->vlan_tci & ~0x0fff) | (act->vid & 0x0fff);
-				if (act->pcp != PX_PCP_NONE)
-					tci = (tci & ~0xe000) | ((act->pcp & 7) << 13);
-				if (bpf_skb_vlan_pop(skb) < 0 ||
-				    bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), tci) < 0)
-					goto error;
-				dirty = 1;
-				break;
-			case PX_ACT_SET_DST:
-				if (bpf_skb_store_bytes(skb, 0, act->mac, 6, 0) < 0)
-					goto error;
-				dirty = 1;
-				break;
-			case PX_ACT_SET_SRC:
-				if (bpf_skb_store_bytes(skb, 6, act->mac, 6, 0) < 0)
-					goto error;
-				dirty = 1;
-				break;
-			default:
-				goto error;
-			}
-			if (go)
-				break;
-		}
-		if (!go)
-			/* The compiler ends every list with an output, drop or
-			 * goto; anything else is OpenFlow's implicit drop. */
-			return TC_ACT_SHOT;
-		lk.key.table = next;
+		rc = px_act(skb, f, &r);
+		if (rc != PX_RES_GOTO)
+			return rc;
+		dirty = r.dirty;
+		lk.key.table = r.next;
 	}
-error:
 	count(PX_SLOT_ERROR, wire_len(skb));
 	return TC_ACT_SHOT;
 }

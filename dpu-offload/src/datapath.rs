@@ -458,7 +458,7 @@ impl Maps {
     /// # Errors
     /// The map read failed.
     pub fn generation(&self) -> Result<u32> {
-        Ok(self.active()?.gen_ & 1)
+        Ok(self.active()?.epoch & 1)
     }
 
     /// The generation packets use and the epoch (flips so far).
@@ -683,6 +683,10 @@ fn prog_pin_name() -> String {
     format!("{PROG_PIN_PREFIX}{h:016x}")
 }
 
+/// The verifier's budget for one program, its subprograms included
+/// (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const VERIFIER_LIMIT: u32 = 1_000_000;
+
 /// Program pins start with this.
 const PROG_PIN_PREFIX: &str = "px_prog_";
 
@@ -756,6 +760,19 @@ impl Datapath {
         })
     }
 
+    /// How many instructions the verifier processed to load the classifier
+    /// (the kernel's `verified_insns`, 5.16 and later; `None` before), out
+    /// of its limit [`VERIFIER_LIMIT`].
+    ///
+    /// # Errors
+    /// The program's pin cannot be read.
+    pub fn verified_insns(&self) -> Result<Option<u32>> {
+        let pin = self.dir.join(prog_pin_name());
+        let info = aya::programs::ProgramInfo::from_pin(&pin)
+            .map_err(|e| DatapathError::Load(format!("{}: {e}", pin.display())))?;
+        Ok(info.verified_instruction_count())
+    }
+
     /// The maps.
     pub fn maps(&self) -> &Maps {
         &self.maps
@@ -806,6 +823,11 @@ impl Datapath {
             } else {
                 leftovers.push(k);
             }
+        }
+        if !leftovers.is_empty() {
+            // A crashed apply may have flipped to them just before: let
+            // any packet still there leave first.
+            grace_period();
         }
         batch::delete(&self.maps.flows_fd, &leftovers).map_err(io_err(Path::new("px_flows")))?;
         let mut old_tables = Vec::new();
@@ -866,18 +888,16 @@ impl Datapath {
             return Err(e);
         }
 
-        // The flip.
-        let epoch = self
-            .maps
-            .active
-            .get(&0, 0)
-            .map_err(map_err("px_active"))?
-            .epoch
-            .wrapping_add(1);
+        // The flip: the next epoch, whose parity is the new generation.
+        let epoch = self.maps.active()?.epoch.wrapping_add(1);
+        debug_assert_eq!(epoch & 1, ng);
         self.maps
             .active
             .set(0, PxActive { gen_: ng, epoch }, 0)
             .map_err(map_err("px_active"))?;
+        // Packets that read the old epoch may still be searching the old
+        // generation: it goes only once they are all out.
+        grace_period();
 
         batch::delete(&self.maps.flows_fd, &old_keys).map_err(io_err(Path::new("px_flows")))?;
         for k in &old_tables {
@@ -967,6 +987,22 @@ impl Datapath {
     /// The pin directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// Waits until every packet that entered the classifier before the call
+/// has left it. The classifier runs inside an RCU read-side section (tc
+/// ingress runs with bottom halves off), so an RCU grace period is that
+/// wait: `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()` for
+/// user space. Kernels booted with `nohz_full=` refuse that command; there
+/// the wait is 100 ms, thousands of times a classifier run.
+pub fn grace_period() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes two integers and touches no memory of ours.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if r != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "membarrier: waiting 100 ms for the old generation's readers instead");
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
