@@ -100,7 +100,32 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-fn fields(f: &[u8]) -> Fields {
+/// IPv6 extension headers the flow dissector walks (hop-by-hop, routing,
+/// destination options) and the one that ends the walk (fragment).
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DSTOPTS: u8 = 60;
+/// The flow dissector's budget of headers (`MAX_FLOW_DISSECT_HDRS`): each
+/// VLAN tag and each IPv6 extension header takes one.
+pub const MAX_HEADERS: usize = 15;
+
+/// The fields of a frame as flower's flow dissector reads them (called
+/// without `FLOW_DISSECTOR_F_PARSE_1ST_FRAG`), `tagged` when the packet
+/// has an outer tag as metadata:
+/// - with an outer tag, the tags in the frame behind it are looked
+///   through: `eth_type` is the EtherType after the last tag;
+/// - an IPv4 header shorter than 20 bytes gives no L3 fields;
+/// - fragments, first ones included (MF or an offset, or an IPv6 fragment
+///   header), give the protocol but no L4 fields;
+/// - IPv6 hop-by-hop, routing and destination options headers are walked;
+/// - ports from 4 bytes, TCP flags only from a whole TCP header (20 bytes,
+///   data offset at least 5), ICMP type and code from a whole ICMP header
+///   (8 bytes);
+/// - ARP fields only for Ethernet/IPv4 requests and replies;
+/// - the budget of [`MAX_HEADERS`]: past it the walk stops where it is,
+///   and the header that went over it still gives the ports behind it.
+fn fields(f: &[u8], tagged: bool) -> Fields {
     let mut x = Fields::default();
     let (Some(dst), Some(src), Some(t)) = (f.get(0..6), f.get(6..12), be16(f, 12)) else {
         return x;
@@ -108,17 +133,36 @@ fn fields(f: &[u8]) -> Fields {
     x.dl_dst.copy_from_slice(dst);
     x.dl_src.copy_from_slice(src);
     x.eth_type = t;
-    let l3 = &f[14..];
-    let (proto, l4) = match t {
+    let mut hdrs = usize::from(tagged);
+    let mut off = 14;
+    if tagged {
+        while is_vlan(x.eth_type) {
+            let Some(inner) = be16(f, off + 2) else {
+                return x;
+            };
+            x.eth_type = inner;
+            off += 4;
+            hdrs += 1;
+            if hdrs > MAX_HEADERS {
+                return x;
+            }
+        }
+    }
+    let l3 = f.get(off..).unwrap_or(&[]);
+    let mut ports_only = false;
+    let (proto, l4) = match x.eth_type {
         ETH_IP if l3.len() >= 20 => {
             let ihl = usize::from(l3[0] & 0x0f) * 4;
+            if ihl < 20 {
+                return x;
+            }
             x.nw_tos = l3[1];
             x.nw_ttl = l3[8];
             x.nw_proto = l3[9];
             x.nw_src[..4].copy_from_slice(&l3[12..16]);
             x.nw_dst[..4].copy_from_slice(&l3[16..20]);
-            let later_fragment = (u16::from(l3[6] & 0x1f) << 8 | u16::from(l3[7])) != 0;
-            if ihl < 20 || later_fragment {
+            let fragment = (u16::from(l3[6] & 0x3f) << 8 | u16::from(l3[7])) != 0;
+            if fragment {
                 return x;
             }
             (l3[9], l3.get(ihl..).unwrap_or(&[]))
@@ -129,11 +173,30 @@ fn fields(f: &[u8]) -> Fields {
             x.nw_ttl = l3[7];
             x.nw_src.copy_from_slice(&l3[8..24]);
             x.nw_dst.copy_from_slice(&l3[24..40]);
-            x.nw_proto = l3[6];
-            (l3[6], &l3[40..])
+            let mut proto = l3[6];
+            let mut at = 40;
+            while [IPV6_HOPOPTS, IPV6_ROUTING, IPV6_DSTOPTS, IPV6_FRAGMENT].contains(&proto) {
+                let (Some(&next), Some(&len)) = (l3.get(at), l3.get(at + 1)) else {
+                    x.nw_proto = proto;
+                    return x;
+                };
+                if proto == IPV6_FRAGMENT {
+                    x.nw_proto = next;
+                    return x;
+                }
+                proto = next;
+                at += (usize::from(len) + 1) * 8;
+                hdrs += 1;
+                if hdrs > MAX_HEADERS {
+                    ports_only = true;
+                    break;
+                }
+            }
+            x.nw_proto = proto;
+            (proto, l3.get(at..).unwrap_or(&[]))
         }
         ETH_ARP if l3.len() >= 28 => {
-            if l3[..6] == [0, 1, 0x08, 0, 6, 4] {
+            if l3[..6] == [0, 1, 0x08, 0, 6, 4] && l3[6] == 0 && matches!(l3[7], 1 | 2) {
                 x.nw_proto = l3[7];
                 x.nw_src[..4].copy_from_slice(&l3[14..18]);
                 x.nw_dst[..4].copy_from_slice(&l3[24..28]);
@@ -143,16 +206,16 @@ fn fields(f: &[u8]) -> Fields {
         _ => return x,
     };
     match proto {
-        IPPROTO_TCP if l4.len() >= 14 => {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP if l4.len() >= 4 => {
             x.tp_src = be16(l4, 0).unwrap_or(0);
             x.tp_dst = be16(l4, 2).unwrap_or(0);
-            x.tcp_flags = (u16::from(l4[12] & 0x0f) << 8) | u16::from(l4[13]);
+            if proto == IPPROTO_TCP && !ports_only && l4.len() >= 20 && l4[12] >> 4 >= 5 {
+                x.tcp_flags = (u16::from(l4[12] & 0x0f) << 8) | u16::from(l4[13]);
+            }
         }
-        IPPROTO_UDP | IPPROTO_SCTP if l4.len() >= 4 => {
-            x.tp_src = be16(l4, 0).unwrap_or(0);
-            x.tp_dst = be16(l4, 2).unwrap_or(0);
-        }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 if l4.len() >= 2 && ((proto == IPPROTO_ICMP) != x.v6) => {
+        IPPROTO_ICMP | IPPROTO_ICMPV6
+            if !ports_only && l4.len() >= 8 && ((proto == IPPROTO_ICMP) != x.v6) =>
+        {
             x.icmp_type = l4[0];
             x.icmp_code = l4[1];
         }
@@ -186,7 +249,7 @@ fn ip_eq(packet: [u8; 16], m: &Masked<std::net::IpAddr>) -> bool {
 /// Whether `flow` (ignoring port and table) matches the packet.
 pub fn matches(flow: &Flow, p: &Packet) -> bool {
     let m = &flow.matches;
-    let x = fields(&p.frame);
+    let x = fields(&p.frame, p.tag.is_some());
     if m.dl_dst.is_some_and(|d| !masked_eq(x.dl_dst, &d))
         || m.dl_src.is_some_and(|s| !masked_eq(x.dl_src, &s))
     {
@@ -562,5 +625,138 @@ mod tests {
         let o = evaluate(&flows, "a", &udp_to([10, 0, 0, 2], 1));
         assert_eq!(o.matched, vec![0, 1]);
         assert_eq!(o.outputs[0].1.frame[..6], [2, 0, 0, 0, 0, 0x99]);
+    }
+
+    /// An IPv4 UDP packet to port 53 with the fragment field `frag`
+    /// (flags and offset).
+    fn udp_fragment(frag: u16) -> Packet {
+        let mut ip = ipv4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            IPPROTO_UDP,
+            0,
+            64,
+            &udp(1000, 53, b"x"),
+        );
+        ip[6..8].copy_from_slice(&frag.to_be_bytes());
+        Packet::new(ether(B, A, ETH_IP, &ip))
+    }
+
+    #[test]
+    fn fragments_first_ones_too_carry_no_ports_as_flower_reads_them() {
+        let flows = parse_flows(
+            "priority=20,in_port=a,udp,tp_dst=53,actions=output:b\n\
+             priority=10,in_port=a,udp,actions=output:c\n",
+        )
+        .unwrap();
+        let port = |p: &Packet| evaluate(&flows, "a", p).outputs[0].0.clone();
+        assert_eq!(port(&udp_fragment(0)), "b", "not a fragment");
+        assert_eq!(port(&udp_fragment(0x4000)), "b", "DF is no fragment");
+        assert_eq!(port(&udp_fragment(0x2000)), "c", "first fragment (MF)");
+        assert_eq!(port(&udp_fragment(0x0010)), "c", "last fragment");
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_and_a_fragment_header_ends_the_walk() {
+        let flows = parse_flows(
+            "priority=20,in_port=a,udp6,tp_dst=53,actions=output:b\n\
+             priority=10,in_port=a,udp6,actions=output:c\n\
+             priority=5,in_port=a,ipv6,actions=output:d\n",
+        )
+        .unwrap();
+        let with = |next: u8, ext: &[u8]| {
+            let mut l4 = ext.to_vec();
+            l4.extend_from_slice(&udp(1000, 53, b"x"));
+            Packet::new(ether(
+                B,
+                A,
+                ETH_IPV6,
+                &ipv6(
+                    "fd00::1".parse().unwrap(),
+                    "fd00::2".parse().unwrap(),
+                    next,
+                    0,
+                    64,
+                    &l4,
+                ),
+            ))
+        };
+        let port = |p: &Packet| evaluate(&flows, "a", p).outputs[0].0.clone();
+        // Hop-by-hop (8 bytes) then destination options (16 bytes) then UDP.
+        let mut ext = vec![IPV6_DSTOPTS, 0, 1, 4, 0, 0, 0, 0];
+        ext.extend_from_slice(&[IPPROTO_UDP, 1, 1, 12]);
+        ext.extend_from_slice(&[0; 12]);
+        assert_eq!(port(&with(IPV6_HOPOPTS, &ext)), "b");
+        // A fragment header (first fragment): udp, but no ports.
+        assert_eq!(
+            port(&with(IPV6_FRAGMENT, &[IPPROTO_UDP, 0, 0, 1, 0, 0, 0, 7])),
+            "c"
+        );
+        // The dissector's budget: 16 headers are walked (the 16th goes
+        // over it, and the ports behind it are still read), 17 are not.
+        let hops = |n: usize| {
+            let mut h = Vec::new();
+            for _ in 1..n {
+                h.extend_from_slice(&[IPV6_HOPOPTS, 0, 1, 4, 0, 0, 0, 0]);
+            }
+            h.extend_from_slice(&[IPPROTO_UDP, 0, 1, 4, 0, 0, 0, 0]);
+            with(IPV6_HOPOPTS, &h)
+        };
+        assert_eq!(port(&hops(15)), "b");
+        assert_eq!(port(&hops(16)), "b");
+        assert_eq!(port(&hops(17)), "d");
+    }
+
+    #[test]
+    fn arp_fields_come_only_from_requests_and_replies() {
+        let flows = parse_flows(
+            "priority=20,in_port=a,arp,arp_op=3,actions=output:b\n\
+             priority=15,in_port=a,arp,arp_op=0,actions=output:c\n\
+             priority=10,in_port=a,arp,actions=output:d\n",
+        )
+        .unwrap();
+        let arp_op = |op: u16| {
+            let body = arp(
+                op,
+                A,
+                Ipv4Addr::new(10, 0, 0, 1),
+                Ipv4Addr::new(10, 0, 0, 2),
+            );
+            evaluate(&flows, "a", &Packet::new(ether(B, A, ETH_ARP, &body))).outputs[0]
+                .0
+                .clone()
+        };
+        assert_eq!(arp_op(1), "d");
+        // A RARP request reads as opcode 0, as flower's dissector leaves it.
+        assert_eq!(arp_op(3), "c");
+    }
+
+    #[test]
+    fn behind_an_outer_tag_one_more_tag_is_looked_through() {
+        let flows = parse_flows(
+            "priority=20,in_port=a,dl_vlan=9,udp,tp_dst=53,actions=output:b\n\
+             priority=10,in_port=a,dl_vlan=9,actions=output:c\n",
+        )
+        .unwrap();
+        let inner = udp_to([10, 0, 0, 2], 53);
+        let mut frame = inner.frame.clone();
+        frame.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+        let qinq = Packet {
+            tag: Some(Tag {
+                tpid: ETH_8021Q,
+                tci: 9,
+            }),
+            frame,
+        };
+        assert_eq!(evaluate(&flows, "a", &qinq).outputs[0].0, "b");
+        // One tag: the same.
+        let single = Packet {
+            tag: Some(Tag {
+                tpid: ETH_8021Q,
+                tci: 9,
+            }),
+            frame: inner.frame,
+        };
+        assert_eq!(evaluate(&flows, "a", &single).outputs[0].0, "b");
     }
 }

@@ -175,6 +175,33 @@ fn count_received(s: &UdpSocket) -> usize {
     n
 }
 
+/// Counts datagrams until `done` is set and then none came for the read
+/// timeout: a sender starved for longer than the timeout (a VM under TCG)
+/// does not end the count early.
+/// Counts datagrams until `expected` arrived, or, once the sender is `done`,
+/// until 3 s pass without one: under TCG the last packets of a stream can
+/// still be in a veth backlog when the sender finishes.
+fn count_received_until(
+    s: &UdpSocket,
+    done: &std::sync::atomic::AtomicBool,
+    expected: usize,
+) -> usize {
+    let mut buf = [0u8; 64];
+    let (mut n, mut quiet) = (0, 0);
+    while n < expected {
+        if s.recv(&mut buf).is_ok() {
+            n += 1;
+            quiet = 0;
+        } else if done.load(std::sync::atomic::Ordering::SeqCst) {
+            quiet += 1;
+            if quiet == 10 {
+                break;
+            }
+        }
+    }
+    n
+}
+
 #[test]
 fn a_five_tuple_drop_stops_exactly_its_packets() {
     let rig = Rig::new(2);
@@ -283,15 +310,23 @@ fn reapplying_a_changed_table_loses_no_packet_of_an_unchanged_flow() {
         )
     };
     assert_eq!(rc, 0);
-    let receiver = std::thread::spawn(move || count_received(&rx));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = {
+        let done = done.clone();
+        std::thread::spawn(move || count_received_until(&rx, &done, N))
+    };
     let tx = rig.vfs[0].run(|| UdpSocket::bind("10.9.0.1:0").unwrap());
     const N: usize = 3000;
-    let sender = std::thread::spawn(move || {
-        for _ in 0..N {
-            tx.send_to(b"s", "10.9.0.2:6000").unwrap();
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    });
+    let sender = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for _ in 0..N {
+                tx.send_to(b"s", "10.9.0.2:6000").unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
     // Swap tables under the stream: other flows come and go, the stream's
     // flow stays and keeps its counter slot.
     let mut swaps = 0;

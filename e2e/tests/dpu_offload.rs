@@ -41,6 +41,11 @@ impl Ports {
     }
 }
 
+/// How long to wait for the agent: it returns as soon as the condition
+/// holds; the bound is for the kernel matrix, whose VMs run under TCG 10
+/// to 30 times slower than a host, several tests at once.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn bpf_dir(ports: &Ports) -> String {
     ports.fs.pin_dir().to_string_lossy().into_owned()
 }
@@ -430,7 +435,7 @@ fn representors_from_a_fake_sysfs() {
 /// Waits until `cond` holds on the table's status file.
 fn wait_status(status: &Path, file: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
     let path = status.join(format!("{file}.json"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + WAIT;
     loop {
         if let Some(v) = std::fs::read(&path)
             .ok()
@@ -563,7 +568,7 @@ fn agent_installs_changes_and_removes_tables_and_survives_kill_9() {
 
     // Removed: its flows go.
     std::fs::remove_file(dir.path().join("b.flows")).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + WAIT;
     while dumped(&ns).len() != 3 {
         assert!(
             std::time::Instant::now() < deadline,
@@ -744,7 +749,7 @@ fn wait_entry(
     what: &str,
     cond: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + WAIT;
     loop {
         let entry = api
             .get(FLOWTABLES, table)
@@ -763,7 +768,7 @@ fn wait_entry(
 }
 
 fn wait_flows(ns: &Ports, n: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + WAIT;
     while dumped(ns).len() != n {
         assert!(
             std::time::Instant::now() < deadline,
