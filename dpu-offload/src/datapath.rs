@@ -13,9 +13,12 @@
 //! 1. write the new table into the generation packets do not use;
 //! 2. attach (or re-attach, atomically with `tc filter replace`) the
 //!    classifier on every port of the table;
-//! 3. flip `px_active`: one map update, so a packet sees the old table or
-//!    the new one, never a mix;
-//! 4. delete the old generation and detach from ports no flow uses.
+//! 3. flip `px_active`: one map update (generation = epoch parity, read
+//!    with one load), so a packet sees the old table or the new one;
+//! 4. wait an RCU grace period ([`grace_period`]), so no packet is still
+//!    searching the old generation, then delete it and take the classifier
+//!    off ports no flow uses (their clsact stays until `flush`: adding or
+//!    removing one deactivates the port's queues).
 //!
 //! A flow present before and after keeps its counter slot, so its counters
 //! run on. A crash leaves at worst a half-written inactive generation,
@@ -485,7 +488,9 @@ impl Maps {
         self.masks.get(&id, 0).map_err(map_err("px_masks"))
     }
 
-    /// Ports the classifier was attached to, with their `px_ports` flags.
+    /// Ports the datapath has attached to since the last flush (the
+    /// classifier may have left a port no flow uses; its clsact stays),
+    /// with their `px_ports` flags.
     fn attached(&self) -> Result<HashMap<u32, u32>> {
         self.ports
             .iter()
@@ -903,13 +908,24 @@ impl Datapath {
         for k in &old_tables {
             self.maps.tables.remove(k).map_err(map_err("px_tables"))?;
         }
+        // Ports no flow uses lose the classifier but keep the clsact qdisc
+        // (and their px_ports record, so flush still removes a qdisc it
+        // created): adding or deleting a clsact deactivates the device's
+        // queues, and on 6.1 a packet sent through the port meanwhile is
+        // dropped uncounted (measured: ~1 packet per re-apply of a stream
+        // redirected to such a port).
         let keep: HashSet<u32> = table.ports.iter().copied().collect();
         for (p, _) in attached_before {
             if !keep.contains(&p) {
-                detach(nl, p)?;
-                match self.maps.ports.remove(&p) {
-                    Err(aya::maps::MapError::KeyNotFound) | Ok(()) => {}
-                    Err(e) => return Err(map_err("px_ports")(e)),
+                if self.maps.ports.get(&p, 0).is_ok() {
+                    match tc::del_filter(nl, &filter(p, None)) {
+                        Err(e) if e.is_not_found() => {}
+                        r => r?,
+                    }
+                } else {
+                    // Found by tc only (pins removed by hand): nothing
+                    // records its qdisc, so it goes with the filter.
+                    detach(nl, p)?;
                 }
             }
         }

@@ -361,7 +361,16 @@ fn reapplying_a_changed_table_loses_no_packet_of_an_unchanged_flow() {
     assert_eq!(
         got + queue_drops as usize,
         N,
-        "packets lost across {swaps} swaps beyond the {queue_drops} the veth queue dropped"
+        "packets lost across {swaps} swaps beyond the {queue_drops} the veth queue dropped; \
+         rep1 {}, vf1 {:?}, datapath {}, vf1 udp {}",
+        rig.sw.ip_json(&["-s", "link", "show", "rep1"])[0]["stats64"],
+        rig.vfs[1].ip_json(&["-s", "link", "show"]),
+        {
+            let dir = rig.bpf.pin_dir();
+            rig.sw
+                .run(move || format!("{:?}", Maps::open(&dir).unwrap().unwrap().stats().unwrap()))
+        },
+        rig.vfs[1].run(|| std::fs::read_to_string("/proc/net/snmp").unwrap()),
     );
 }
 
