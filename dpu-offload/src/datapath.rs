@@ -232,7 +232,9 @@ pub struct Attachment {
 pub struct DatapathStats {
     /// Packets that matched no flow (left to the rest of tc / the stack).
     pub miss: Counters,
-    /// Packets dropped because an action failed.
+    /// Failed actions: a failed mirror copy (the packet goes on, as with
+    /// act_mirred) or a failed rewrite, redirect or goto (the packet is
+    /// dropped).
     pub error: Counters,
     /// Table lookups the microflow cache did not answer, so that the
     /// subtable search ran: a packet's first in an epoch, or one whose

@@ -534,7 +534,7 @@ fn dump_table(flows: &[FlowStatus], stats: Option<DatapathStats>) -> String {
     }
     if let Some(st) = stats {
         s.push_str(&format!(
-            "ebpf datapath: {} packets ({} bytes) matched no flow, {} dropped on a failed action, {} lookups missed the microflow cache\n",
+            "ebpf datapath: {} packets ({} bytes) matched no flow, {} failed actions (a failed mirror loses only its copy), {} lookups missed the microflow cache\n",
             st.miss.packets, st.miss.bytes, st.error.packets, st.cache_misses
         ));
     }
