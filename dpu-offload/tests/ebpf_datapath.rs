@@ -175,9 +175,6 @@ fn count_received(s: &UdpSocket) -> usize {
     n
 }
 
-/// Counts datagrams until `done` is set and then none came for the read
-/// timeout: a sender starved for longer than the timeout (a VM under TCG)
-/// does not end the count early.
 /// Counts datagrams until `expected` arrived, or, once the sender is `done`,
 /// until 3 s pass without one: under TCG the last packets of a stream can
 /// still be in a veth backlog when the sender finishes.
@@ -371,6 +368,83 @@ fn reapplying_a_changed_table_loses_no_packet_of_an_unchanged_flow() {
                 .run(move || format!("{:?}", Maps::open(&dir).unwrap().unwrap().stats().unwrap()))
         },
         rig.vfs[1].run(|| std::fs::read_to_string("/proc/net/snmp").unwrap()),
+    );
+}
+
+#[test]
+fn a_kept_drop_stops_every_packet_through_a_hundred_generation_swaps() {
+    // Each re-apply changes one unrelated flow (a new subtable between the
+    // drop and the forward, or one at the bottom), so every swap writes a
+    // whole new generation and deletes the old one while a stream that only
+    // the kept high-priority drop stops is in flight. A packet that saw a
+    // mix of the two generations (the drop already gone from the one it
+    // searches, the forward still there) would reach VF1.
+    let rig = Rig::new(2);
+    let head = "priority=200,in_port=rep0,udp,tp_dst=7000,actions=drop
+                priority=100,in_port=rep0,ip,actions=output:rep1
+";
+    let first = rig.apply(head);
+    let blocked = udp_in(&rig, 1, 7000);
+    let open = udp_in(&rig, 1, 7001);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tx = rig.vfs[0].run(|| UdpSocket::bind("10.9.0.1:0").unwrap());
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                tx.send_to(b"x", "10.9.0.2:7000").unwrap();
+                tx.send_to(b"y", "10.9.0.2:7001").unwrap();
+                sent += 1;
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            sent
+        })
+    };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = {
+        let done = done.clone();
+        std::thread::spawn(move || count_received_until(&open, &done, usize::MAX))
+    };
+    const SWAPS: usize = 100;
+    for i in 0..SWAPS {
+        let extra = match i % 3 {
+            0 => format!(
+                "priority=150,in_port=rep0,udp,nw_dst=10.9.1.{},actions=drop\n",
+                i % 200
+            ),
+            1 => format!(
+                "priority=50,in_port=rep0,tcp,tp_src={},actions=drop\n",
+                1000 + i
+            ),
+            _ => String::new(),
+        };
+        let r = rig.apply(&format!("{head}{extra}"));
+        assert_eq!(r.flows[0].1, Change::Kept, "swap {i}");
+        assert_eq!(
+            r.flows[0].2, first.flows[0].2,
+            "the drop moved slot at swap {i}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = sender.join().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let forwarded = receiver.join().unwrap();
+    let leaked = count_received(&blocked);
+    assert_eq!(
+        leaked, 0,
+        "{leaked} of {sent} packets got past the kept drop in {SWAPS} swaps"
+    );
+    // The stream ran through the swaps: the forward carried its twin, and
+    // the drop counted every packet it stopped.
+    assert!(
+        sent >= SWAPS as u64,
+        "only {sent} packets during {SWAPS} swaps"
+    );
+    assert!(forwarded > 0, "nothing was forwarded: the stream never ran");
+    assert_eq!(
+        rig.packets("table=0,priority=200,in_port=rep0,udp,tp_dst=7000,actions=drop"),
+        sent
     );
 }
 
