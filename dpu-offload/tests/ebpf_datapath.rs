@@ -290,6 +290,11 @@ fn a_mac_rewrite_makes_a_misaddressed_ping_arrive() {
 #[test]
 fn reapplying_a_changed_table_loses_no_packet_of_an_unchanged_flow() {
     let rig = Rig::new(3);
+    // No IPv6 chatter (router solicitations, MLD): every frame VF1's
+    // interface receives is one of the stream's.
+    for ns in std::iter::once(&rig.sw).chain(&rig.vfs) {
+        ns.sh("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    }
     let stream = "in_port=rep0,udp,tp_dst=6000,actions=output:rep1\n";
     let report = rig.apply(stream);
     let rx = udp_in(&rig, 1, 6000);
@@ -312,6 +317,12 @@ fn reapplying_a_changed_table_loses_no_packet_of_an_unchanged_flow() {
         let done = done.clone();
         std::thread::spawn(move || count_received_until(&rx, &done, N))
     };
+    let vf1_rx = || {
+        rig.vfs[1].ip_json(&["-s", "link", "show", "eth0"])[0]["stats64"]["rx"]["packets"]
+            .as_u64()
+            .unwrap()
+    };
+    let rx_before = vf1_rx();
     let tx = rig.vfs[0].run(|| UdpSocket::bind("10.9.0.1:0").unwrap());
     const N: usize = 3000;
     let sender = {
@@ -344,9 +355,11 @@ fn reapplying_a_changed_table_loses_no_packet_of_an_unchanged_flow() {
     sender.join().unwrap();
     assert!(swaps >= 3, "only {swaps} swaps during the stream");
     let got = receiver.join().unwrap();
-    // Every packet matched the stream's flow through all the swaps; what
-    // VF1 did not get, the veth queue behind rep1 dropped (a CPU busy with
-    // swaps on a small machine), and says so.
+    // Every packet matched the stream's flow through all the swaps, and
+    // reached VF1's interface unless the veth queue behind rep1 dropped it
+    // (a CPU busy with swaps on a small machine), which says so. What VF1's
+    // own stack does with it after (a socket under TCG) is not the
+    // datapath's: the socket's count is shown, not asserted.
     assert_eq!(
         rig.packets("table=0,priority=32768,in_port=rep0,udp,tp_dst=6000,actions=output:rep1"),
         N as u64
@@ -355,19 +368,22 @@ fn reapplying_a_changed_table_loses_no_packet_of_an_unchanged_flow() {
         rig.sw.ip_json(&["-s", "link", "show", "rep1"])[0]["stats64"]["tx"]["dropped"]
             .as_u64()
             .unwrap();
+    let delivered = vf1_rx() - rx_before;
     assert_eq!(
-        got + queue_drops as usize,
-        N,
-        "packets lost across {swaps} swaps beyond the {queue_drops} the veth queue dropped; \
-         rep1 {}, vf1 {:?}, datapath {}, vf1 udp {}",
+        delivered + queue_drops,
+        N as u64,
+        "packets lost across {swaps} swaps: VF1 received {delivered} (its socket {got}), \
+         the veth queue dropped {queue_drops}; rep1 {}, datapath {}",
         rig.sw.ip_json(&["-s", "link", "show", "rep1"])[0]["stats64"],
-        rig.vfs[1].ip_json(&["-s", "link", "show"]),
         {
             let dir = rig.bpf.pin_dir();
             rig.sw
                 .run(move || format!("{:?}", Maps::open(&dir).unwrap().unwrap().stats().unwrap()))
         },
-        rig.vfs[1].run(|| std::fs::read_to_string("/proc/net/snmp").unwrap()),
+    );
+    assert!(
+        got as u64 <= delivered,
+        "the socket got {got} of {delivered}"
     );
 }
 
