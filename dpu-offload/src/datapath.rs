@@ -664,12 +664,17 @@ fn attachment(nl: &mut Netlink, ifindex: u32) -> Result<Option<Attachment>> {
 /// created it (the qdisc's own mark says so, whichever back end made it:
 /// a port that moved from flower has flower's) and nothing else is on it.
 fn detach(nl: &mut Netlink, ifindex: u32) -> Result<()> {
-    match tc::del_filter(nl, &filter(ifindex, None)) {
-        Err(e) if e.is_not_found() => {}
-        r => r?,
-    }
+    remove_classifier(nl, ifindex)?;
     crate::install::remove_clsact_if_empty(nl, ifindex)?;
     Ok(())
+}
+
+/// Takes the classifier's filter off a port, if it is there.
+fn remove_classifier(nl: &mut Netlink, ifindex: u32) -> Result<()> {
+    match tc::del_filter(nl, &filter(ifindex, None)) {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r.map_err(Into::into),
+    }
 }
 
 /// The datapath, loaded for writing.
@@ -879,7 +884,8 @@ impl Datapath {
         let written = self.write_generation(ng, table, &entries);
         // Where the classifier is: what px_ports recorded, and what tc
         // shows (pins removed by hand leave filters behind).
-        let mut attached_before = self.maps.attached()?;
+        let recorded = self.maps.attached()?;
+        let mut attached_before = recorded.clone();
         for a in attachments(nl, ports)? {
             attached_before.entry(a.ifindex).or_insert(0);
         }
@@ -919,11 +925,8 @@ impl Datapath {
         let keep: HashSet<u32> = table.ports.iter().copied().collect();
         for (p, _) in attached_before {
             if !keep.contains(&p) {
-                if self.maps.ports.get(&p, 0).is_ok() {
-                    match tc::del_filter(nl, &filter(p, None)) {
-                        Err(e) if e.is_not_found() => {}
-                        r => r?,
-                    }
+                if recorded.contains_key(&p) {
+                    remove_classifier(nl, p)?;
                 } else {
                     // Found by tc only (pins removed by hand): nothing
                     // records its qdisc, so it goes with the filter.
