@@ -83,12 +83,23 @@ impl Rig {
     }
 
     fn run(&self, cmd: &str, pod: Option<&NetNs>, cid: &str, conf: &Value) -> Output {
+        self.run_as(cmd, pod, cid, "net1", conf)
+    }
+
+    fn run_as(
+        &self,
+        cmd: &str,
+        pod: Option<&NetNs>,
+        cid: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> Output {
         use std::io::Write as _;
         let mut c = self.host.command(bin("sriov")).unwrap();
         c.env_clear()
             .env("CNI_COMMAND", cmd)
             .env("CNI_CONTAINERID", cid)
-            .env("CNI_IFNAME", "net1")
+            .env("CNI_IFNAME", ifname)
             .env("CNI_PATH", REFERENCE_PLUGINS)
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(std::process::Stdio::piped())
@@ -318,6 +329,98 @@ fn dpdk_vf_is_allocated_and_reported_without_moving_anything() {
     drop(gone);
     let next = NetNs::with_prefix("sr-next").unwrap();
     r.ok("ADD", Some(&next), "d3", &conf);
+}
+
+/// Pod A's namespace dies without a DEL (node reboot; the cache survives),
+/// pod B takes the VF over; A's late DEL (with an empty `CNI_NETNS`, as the
+/// kubelet sends it once the sandbox is gone) and a GC that no longer lists
+/// a dead pod must leave the VF exactly as its new owner configured it.
+#[test]
+fn a_late_del_or_gc_of_a_dead_pod_leaves_the_vf_its_new_owner_configured() {
+    let r = rig(0);
+    let conf = |mac: &str, vlan: u16, trusted: bool| {
+        r.conf(
+            &r.dpdk,
+            &json!({"mac": mac, "vlan": vlan, "trust": if trusted { "on" } else { "off" },
+                    "spoofchk": if trusted { "off" } else { "on" }}),
+        )
+    };
+    let (a_conf, b_conf, c_conf) = (
+        conf("02:56:00:00:00:0a", 100, true),
+        conf("02:56:00:00:00:0b", 200, false),
+        conf("02:56:00:00:00:0c", 300, true),
+    );
+    let a = NetNs::with_prefix("sr-late-a").unwrap();
+    r.ok("ADD", Some(&a), "a", &a_conf);
+    drop(a);
+    let b = NetNs::with_prefix("sr-late-b").unwrap();
+    r.ok("ADD", Some(&b), "b", &b_conf);
+    let owned_by_b = r.vf_state(10);
+    assert_eq!(
+        (
+            &owned_by_b["vlan"],
+            &owned_by_b["mac"],
+            &owned_by_b["trust"],
+            &owned_by_b["spoofchk"]
+        ),
+        (&json!(200), &json!("02:56:00:00:00:0b"), &json!(false), &json!(true))
+    );
+    r.ok("DEL", None, "a", &a_conf);
+    assert_eq!(r.vf_state(10), owned_by_b, "A's DEL reconfigured B's VF");
+    assert_eq!(r.leases().len(), 1, "A's lease goes, B's stays");
+    assert!(r.data_files().contains(&format!("pci/{}", r.dpdk)));
+
+    // The same through GC: B dies, C takes the VF, GC lists only C.
+    drop(b);
+    let c = NetNs::with_prefix("sr-late-c").unwrap();
+    r.ok("ADD", Some(&c), "c", &c_conf);
+    let owned_by_c = r.vf_state(10);
+    assert_eq!(owned_by_c["vlan"], 300);
+    let mut gc = r.conf(&r.dpdk, &json!({"cniVersion": "1.1.0", "deviceID": null}));
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c", "ifname": "net1"}]);
+    r.ok("GC", None, "", &gc);
+    assert_eq!(r.vf_state(10), owned_by_c, "GC reconfigured C's VF");
+    assert_eq!(r.leases().len(), 1, "B's lease goes, C's stays");
+    r.ok("DEL", Some(&c), "c", &c_conf);
+    assert_eq!(r.vf_state(10)["vlan"], 0);
+    assert!(r.data_files().is_empty(), "{:?}", r.data_files());
+    assert!(r.leases().is_empty());
+}
+
+/// A pod with two `sriov` networks: GC runs per network with that
+/// network's attachments only, so GC for one must leave the other's VF in
+/// the pod.
+#[test]
+fn gc_of_one_sriov_network_leaves_another_networks_vf_in_the_pod() {
+    let r = rig(2);
+    let pod = NetNs::with_prefix("sr-two").unwrap();
+    let net = |name: &str, i: usize| r.conf(&r.vfs[i].vf_bdf, &json!({"name": name}));
+    let ok = |cmd: &str, pod: Option<&NetNs>, ifname: &str, conf: &Value| {
+        let out = r.run_as(cmd, pod, "p1", ifname, conf);
+        assert!(out.status.success(), "{cmd} {ifname}: {}", describe(&out));
+    };
+    ok("ADD", Some(&pod), "net1", &net("sriov-a", 0));
+    ok("ADD", Some(&pod), "net2", &net("sriov-b", 1));
+    let gc = |name: &str, valid: Value| {
+        let mut c = r.conf(
+            "",
+            &json!({"name": name, "cniVersion": "1.1.0", "deviceID": null}),
+        );
+        c["cni.dev/valid-attachments"] = valid;
+        ok("GC", None, "", &c);
+    };
+    // The runtime's GC for sriov-a lists sriov-a's attachment only.
+    gc("sriov-a", json!([{"containerID": "p1", "ifname": "net1"}]));
+    assert!(pod.link("net1").is_some());
+    assert!(pod.link("net2").is_some(), "GC for sriov-a took sriov-b's VF");
+    // sriov-b's GC without it: that one goes, net1 stays.
+    gc("sriov-b", json!([]));
+    assert!(pod.link("net2").is_none());
+    assert!(r.host.link("ensvf1").is_some());
+    assert!(pod.link("net1").is_some());
+    ok("DEL", Some(&pod), "net1", &net("sriov-a", 0));
+    assert!(r.host.link("ensvf0").is_some());
+    assert!(r.data_files().is_empty(), "{:?}", r.data_files());
 }
 
 #[test]

@@ -388,11 +388,35 @@ fn configure(nl: &mut Netlink, index: u32, r: &CniResult) -> Result<(), String> 
     Ok(())
 }
 
-/// Undoes an attachment: IPAM, the netdev, the PF-side attributes, then
-/// releases the VF and forgets the attachment. Every step runs even if an
-/// earlier one failed; the cache goes only when all succeeded.
-fn teardown(store: &Store, sysfs: &Sysfs, a: &Attachment, req: &Request) -> Result<(), String> {
+/// Whether allocation record `x` is attachment `a`'s (upstream's records
+/// name only the netns).
+fn owned_by(x: &Allocation, a: &Attachment) -> bool {
+    if x.container_id.is_empty() {
+        x.netns == a.netns
+    } else {
+        x.container_id == a.container_id && x.ifname == a.ifname
+    }
+}
+
+/// Undoes an attachment: IPAM, the netdev (when `netdev`: a DEL with an
+/// empty `CNI_NETNS` leaves it, as upstream does), the PF-side attributes,
+/// then releases the VF and forgets the attachment. Every step runs even if
+/// an earlier one failed; the cache goes only when all succeeded.
+///
+/// Ownership first: when the VF's allocation record names another pod (a
+/// stale record taken over after this pod's namespace died without a DEL),
+/// the VF is that pod's now, and nothing of it is touched: only IPAM is
+/// released and the attachment forgotten.
+fn teardown(
+    store: &Store,
+    sysfs: &Sysfs,
+    a: &Attachment,
+    req: &Request,
+    netdev: bool,
+) -> Result<(), String> {
     let mut errs = Vec::new();
+    let owner = store.allocation(&a.device_id);
+    let ours = owner.as_ref().is_none_or(|x| owned_by(x, a));
     let netns = netns_alive(&a.netns).then(|| PathBuf::from(&a.netns));
     if let Err(e) = run_ipam(
         req,
@@ -404,7 +428,23 @@ fn teardown(store: &Store, sysfs: &Sysfs, a: &Attachment, req: &Request) -> Resu
     ) {
         errs.push(format!("IPAM DEL: {}", CniError::from(e).msg));
     }
-    if !a.dpdk
+    if !ours {
+        if let Some(x) = &owner {
+            tracing::warn!(
+                vf = %a.device_id,
+                container = %x.container_id,
+                ifname = %x.ifname,
+                netns = %x.netns,
+                "the VF belongs to another pod now: leaving it as it is"
+            );
+        }
+        if !errs.is_empty() {
+            return Err(errs.join("; "));
+        }
+        return store.forget(&a.container_id, &a.ifname);
+    }
+    if netdev
+        && !a.dpdk
         && a.stage != Stage::Prepared
         && let Err(e) = move_out(a)
     {
@@ -428,10 +468,7 @@ fn teardown(store: &Store, sysfs: &Sysfs, a: &Attachment, req: &Request) -> Resu
     if !errs.is_empty() {
         return Err(errs.join("; "));
     }
-    if store
-        .allocation(&a.device_id)
-        .is_some_and(|x| x.container_id == a.container_id && x.ifname == a.ifname)
-    {
+    if owner.is_some() {
         store.release(&a.device_id)?;
     }
     store.forget(&a.container_id, &a.ifname)
@@ -543,6 +580,9 @@ impl Plugin for Sriov {
         let _lock = store
             .lock(&vf.address, LOCK_TIMEOUT)
             .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, e))?;
+        // A stale attachment of this VF (its pod died without a DEL): what
+        // it saved is what the VF had before it.
+        let mut stale = None;
         if let Some(owner) = store.allocation(&vf.address) {
             if netns_alive(&owner.netns) {
                 let who = if owner.container_id.is_empty() {
@@ -557,6 +597,11 @@ impl Plugin for Sriov {
             }
             // Its pod is gone without a DEL: the VF is free again.
             tracing::info!(vf = %vf.address, netns = %owner.netns, "stale allocation released");
+            stale = store
+                .load(&owner.container_id, &owner.ifname)
+                .ok()
+                .flatten()
+                .filter(|a| !owner.container_id.is_empty() && a.device_id == vf.address);
             store.release(&vf.address).map_err(io)?;
         }
         vf.usable()?;
@@ -606,6 +651,11 @@ impl Plugin for Sriov {
             stage: Stage::Prepared,
             config: req.config.clone(),
         };
+        // What the dead pod set goes back too, to what it was before it.
+        if let Some(st) = &stale {
+            att.saved.inherit(&st.saved, st.changed);
+            att.changed = att.changed.or(st.changed);
+        }
         // Recorded before anything changes: a crash from here on is
         // undone by DEL.
         store.save(&att).map_err(io)?;
@@ -622,7 +672,7 @@ impl Plugin for Sriov {
         let r = Self::add_inner(req, &conf, &vf, &store, &mut att, pf.as_mut(), host_link);
         if r.is_err() {
             drop(pf);
-            if let Err(e) = teardown(&store, &sysfs, &att, req) {
+            if let Err(e) = teardown(&store, &sysfs, &att, req, true) {
                 tracing::error!(vf = %vf.address, error = %e, "undoing a failed ADD");
             }
         }
@@ -665,7 +715,7 @@ impl Plugin for Sriov {
         let _lock = store
             .lock(&a.device_id, LOCK_TIMEOUT)
             .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, e))?;
-        teardown(&store, &sysfs, &a, req).map_err(io)
+        teardown(&store, &sysfs, &a, req, req.netns.is_some()).map_err(io)
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
@@ -799,17 +849,22 @@ impl Plugin for Sriov {
         let sysfs = Sysfs::new(&sysfs_root);
         let mut errs = Vec::new();
         let mut kept = Vec::new();
+        // GC is per network (the runtime, or plexus for each delegate,
+        // passes that network's attachments only): another network's
+        // attachments are not in `valid` and must not be touched.
+        let network = req.config.get("name");
         for a in store.attachments() {
-            if valid
-                .iter()
-                .any(|v| v.container_id == a.container_id && v.ifname == a.ifname)
+            if a.config.get("name") != network
+                || valid
+                    .iter()
+                    .any(|v| v.container_id == a.container_id && v.ifname == a.ifname)
             {
                 kept.push(a.device_id.clone());
                 continue;
             }
             let done = store
                 .lock(&a.device_id, LOCK_TIMEOUT)
-                .and_then(|_lock| teardown(&store, &sysfs, &a, req));
+                .and_then(|_lock| teardown(&store, &sysfs, &a, req, true));
             match done {
                 Ok(()) => {
                     tracing::info!(container = %a.container_id, ifname = %a.ifname, vf = %a.device_id, "GC released");

@@ -70,6 +70,36 @@ impl From<&VfConfig> for SavedVf {
     }
 }
 
+impl SavedVf {
+    /// Takes over what a stale attachment of the same VF saved (its pod
+    /// died without a DEL, so the VF still has that pod's settings): for
+    /// each group it `changed`, the value from before that pod is the one
+    /// to restore, not the one the VF has now.
+    pub fn inherit(&mut self, stale: &SavedVf, changed: Changed) {
+        if changed.vlan {
+            self.vlan = stale.vlan;
+            self.qos = stale.qos;
+            self.dot1ad = stale.dot1ad;
+        }
+        if changed.mac {
+            self.mac.clone_from(&stale.mac);
+        }
+        if changed.rate {
+            self.min_tx_rate = stale.min_tx_rate;
+            self.max_tx_rate = stale.max_tx_rate;
+        }
+        if changed.spoofchk {
+            self.spoofchk = stale.spoofchk;
+        }
+        if changed.trust {
+            self.trust = stale.trust;
+        }
+        if changed.link_state {
+            self.link_state.clone_from(&stale.link_state);
+        }
+    }
+}
+
 /// Which PF-side attributes ADD set (only those are restored).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -86,6 +116,21 @@ pub struct Changed {
     pub trust: bool,
     /// Link state.
     pub link_state: bool,
+}
+
+impl Changed {
+    /// Changed by either.
+    #[must_use]
+    pub fn or(self, o: Changed) -> Changed {
+        Changed {
+            vlan: self.vlan || o.vlan,
+            mac: self.mac || o.mac,
+            rate: self.rate || o.rate,
+            spoofchk: self.spoofchk || o.spoofchk,
+            trust: self.trust || o.trust,
+            link_state: self.link_state || o.link_state,
+        }
+    }
 }
 
 /// How far ADD got.
