@@ -21,7 +21,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct Daemon {
     child: Child,
-    _ns: NetNs,
+    /// The namespace it runs in.
+    ns: NetNs,
 }
 
 impl Daemon {
@@ -37,7 +38,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Self { child, _ns: ns }
+        Self { child, ns }
     }
 
     /// SIGTERM, then the exit status and the log.
@@ -204,6 +205,15 @@ fn serves_pools_to_the_kubelet_and_lives_with_the_node() {
         health(l, "0000:3b:02.3") == "Unhealthy"
     });
     assert_eq!(health(&l, "0000:3b:02.2"), "Healthy");
+    // And stays Unhealthy over four rescans (300 ms each), which see the
+    // VF without a netdev: only the netdev's return makes it Healthy.
+    std::thread::sleep(Duration::from_millis(1200));
+    let last = kubelet.lists(NET).last().cloned().unwrap();
+    assert_eq!(
+        health(&last, "0000:3b:02.3"),
+        "Unhealthy",
+        "a rescan made the VF without a netdev Healthy again: {last:?}"
+    );
     fake.add_netdev(
         "0000:3b:02.3",
         NetdevSpec {
@@ -387,4 +397,71 @@ fn plugin_watcher_mode() {
     let (ok, log) = daemon.stop();
     assert!(ok, "{log}");
     assert!(sockets(&d.join("plugins_registry")).is_empty());
+}
+
+/// A config file caught half written (a hostPath file being edited): the
+/// daemon keeps serving the pools of the last good file: same sockets,
+/// same device-info files, no empty device list to the kubelet; the error,
+/// with its line and column, is in the log and in `discover`.
+#[test]
+fn a_half_written_config_keeps_the_last_good_pools() {
+    let fake = FakeSysfs::new();
+    fake.x710();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, &reference_pools());
+    let kubelet = FakeDeviceManager::start(&d.join("device-plugins"));
+    let daemon = Daemon::start(d, fake.root());
+    kubelet.wait_list(NET, WAIT, |l| l.len() == 3);
+    kubelet.wait_list(DPDK, WAIT, |l| l.len() == 1);
+    kubelet.allocate(DPDK, &["0000:3b:02.0"]).unwrap();
+    let files = |sub: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(d.join(sub))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let (socks, infos) = (sockets(&d.join("device-plugins")), files("devinfo/dp"));
+    assert_eq!(socks.len(), 3, "two pools and the kubelet: {socks:?}");
+    assert_eq!(infos.len(), 1, "{infos:?}");
+
+    let whole = json!({"resourceList": reference_pools()}).to_string();
+    fs::write(d.join("config.json"), &whole[..whole.len() / 2]).unwrap();
+    // Several health ticks (100 ms) and rescans (300 ms) see it.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sockets(&d.join("device-plugins")), socks);
+    assert_eq!(files("devinfo/dp"), infos);
+    for (pool, n) in [(NET, 3), (DPDK, 1)] {
+        let lists = kubelet.lists(pool);
+        assert!(
+            lists.iter().all(|l| l.len() == n),
+            "{pool}: the kubelet was sent {lists:?}"
+        );
+    }
+    let text = plexus_e2e::discover(
+        &daemon.ns,
+        &[],
+        &d.join("config.json"),
+        fake.root(),
+        false,
+    );
+    assert!(
+        text.contains("config: the config is not JSON: EOF while parsing") && text.contains("at line 1 column"),
+        "{text}"
+    );
+
+    // The file completed: served as before, nothing was restarted.
+    write_config(d, &reference_pools());
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(sockets(&d.join("device-plugins")), socks);
+    let (ok, log) = daemon.stop();
+    assert!(ok, "{log}");
+    assert_eq!(
+        log.matches("config unusable: keeping the pools of the last good one")
+            .count(),
+        1,
+        "logged once, when the file changed:\n{log}"
+    );
+    assert!(log.contains("at line 1 column"), "{log}");
 }

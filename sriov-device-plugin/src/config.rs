@@ -201,6 +201,10 @@ pub struct Config {
     /// Keys that mean nothing here (ignored, as upstream does; worth a
     /// look when a pool comes out empty).
     pub unknown_keys: Vec<String>,
+    /// The file as a whole is unusable (not JSON, with line and column; not
+    /// an object; no `resourceList` list): most often a file caught half
+    /// written. The daemon then keeps the pools of the last good file.
+    pub unusable: Option<String>,
 }
 
 // Raw forms, keys already lowercased (see `fold_keys`).
@@ -466,29 +470,32 @@ fn parse_pool(
 #[must_use]
 pub fn parse(text: &str, default_prefix: &str) -> Config {
     let mut cfg = Config::default();
+    let unusable = |mut cfg: Config, e: String| {
+        cfg.errors.push(e.clone());
+        cfg.unusable = Some(e);
+        cfg
+    };
     let top = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(o)) => fold_keys(o),
         Ok(_) => {
-            cfg.errors
-                .push("the config must be a JSON object with a resourceList".into());
-            return cfg;
+            return unusable(
+                cfg,
+                "the config must be a JSON object with a resourceList".into(),
+            );
         }
-        Err(e) => {
-            cfg.errors.push(format!("the config is not JSON: {e}"));
-            return cfg;
-        }
+        // serde_json's message ends "at line L column C".
+        Err(e) => return unusable(cfg, format!("the config is not JSON: {e}")),
     };
     unknown(&top, &["resourcelist"], "config", &mut cfg.unknown_keys);
     let list = match top.get("resourcelist") {
         Some(Value::Array(l)) => l.clone(),
-        Some(_) => {
-            cfg.errors.push("resourceList must be a list".into());
-            return cfg;
-        }
+        Some(_) => return unusable(cfg, "resourceList must be a list".into()),
         None => {
-            cfg.errors
-                .push("no resourceList: the config defines no pools".into());
-            return cfg;
+            return unusable(
+                cfg,
+                "no resourceList: the config defines no pools (write \"resourceList\": [] for that)"
+                    .into(),
+            );
         }
     };
     let mut seen = HashSet::new();

@@ -85,6 +85,7 @@ fn discover(config_file: &Path, prefix: &str, sysfs_root: &Path, json: bool) -> 
     if json {
         let v = serde_json::json!({
             "configErrors": cfg.errors,
+            "configUnusable": cfg.unusable,
             "unknownKeys": cfg.unknown_keys,
             "devices": report.devices,
             "emptyPools": report.empty_pools,

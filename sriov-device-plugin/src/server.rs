@@ -14,7 +14,8 @@
 //! - **Health.** Every health tick, per device: still present, same driver,
 //!   its netdev still there (unless the device was handed to a container,
 //!   whose netns now holds it), its PF's link not down. A change is sent
-//!   through ListAndWatch at once.
+//!   through ListAndWatch at once. A rescan does not forget that a device
+//!   had a netdev: it stays Unhealthy until the netdev is back.
 //! - **Rediscovery.** The config file is re-read every tick and the devices
 //!   rescanned every rescan interval (and at once when the config changed
 //!   or on SIGHUP): pools gain and lose devices, new pools are served,
@@ -310,6 +311,8 @@ pub struct Daemon {
     watcher_mode: bool,
     running: BTreeMap<String, Running>,
     config_text: Option<String>,
+    /// The last config whose file was usable as a whole.
+    last_good: Option<config::Config>,
 }
 
 impl Daemon {
@@ -324,6 +327,7 @@ impl Daemon {
             watcher_mode,
             running: BTreeMap::new(),
             config_text: None,
+            last_good: None,
         }
     }
 
@@ -340,14 +344,37 @@ impl Daemon {
     }
 
     /// Reads the config and rescans; serves, updates and withdraws pools.
-    fn rescan(&mut self, text: &str) {
-        let cfg = config::parse(text, &self.opts.resource_prefix);
-        for e in &cfg.errors {
-            tracing::error!(error = e, "config: pool left out");
-        }
-        for k in &cfg.unknown_keys {
-            tracing::warn!(key = k, "config: unknown key ignored");
-        }
+    /// A file unusable as a whole (caught half written, say) changes
+    /// nothing: the pools of the last good file stay served and rescanned.
+    fn rescan(&mut self, text: &str, changed: bool) {
+        let parsed = config::parse(text, &self.opts.resource_prefix);
+        let cfg = match (&parsed.unusable, &self.last_good) {
+            (Some(e), last) => {
+                if changed {
+                    tracing::error!(
+                        file = %self.opts.config_file.display(),
+                        error = e,
+                        "config unusable: keeping the pools of the last good one"
+                    );
+                }
+                match last {
+                    Some(c) => c.clone(),
+                    None => return,
+                }
+            }
+            (None, _) => {
+                if changed {
+                    for e in &parsed.errors {
+                        tracing::error!(error = e, "config: pool left out");
+                    }
+                    for k in &parsed.unknown_keys {
+                        tracing::warn!(key = k, "config: unknown key ignored");
+                    }
+                }
+                self.last_good = Some(parsed.clone());
+                parsed
+            }
+        };
         let scan = match self.sysfs.scan() {
             Ok(s) => s,
             Err(e) => {
@@ -373,7 +400,7 @@ impl Daemon {
         for pool in built.into_iter().filter(|p| !p.devices.is_empty()) {
             let resource = pool.config.resource();
             wanted.insert(resource.clone());
-            let devices: HashMap<String, PoolDevice> = pool
+            let mut devices: HashMap<String, PoolDevice> = pool
                 .devices
                 .into_iter()
                 .map(|d| (d.dev.address.clone(), d))
@@ -382,6 +409,20 @@ impl Daemon {
                 Some(r) => {
                     {
                         let mut st = r.shared.state.write().expect("pool state");
+                        // Health has memory: a device that had a netdev and
+                        // still has its driver keeps it on record while the
+                        // netdev is missing, so it stays Unhealthy (or, when
+                        // handed to a pod, allocated) until the netdev is
+                        // back, whatever this scan saw.
+                        for (id, d) in &mut devices {
+                            if let Some(old) = st.devices.get(id)
+                                && d.dev.netdevs.is_empty()
+                                && !old.dev.netdevs.is_empty()
+                                && old.dev.driver == d.dev.driver
+                            {
+                                d.dev.netdevs.clone_from(&old.dev.netdevs);
+                            }
+                        }
                         st.healthy = devices
                             .keys()
                             .map(|id| (id.clone(), st.healthy.get(id).copied().unwrap_or(true)))
@@ -552,7 +593,7 @@ impl Daemon {
             if let Ok(t) = text
                 && (force || tick.is_multiple_of(rescan_every))
             {
-                self.rescan(&t);
+                self.rescan(&t, force);
                 self.config_text = Some(t);
             }
             self.check_health();
