@@ -102,6 +102,54 @@ impl Rig {
         out
     }
 
+    /// The frames carrying the markers of `ids` that the VFs have received,
+    /// by id, as (representor, packet) sorted; waiting up to `patience`
+    /// for at least `expect` of them in all and then `settle` for
+    /// stragglers. Frames of other ids are left out.
+    #[allow(dead_code, reason = "used by the differential suite only")]
+    pub fn outputs_of(
+        &self,
+        ids: std::ops::Range<u16>,
+        expect: usize,
+        patience: Duration,
+        settle: Duration,
+    ) -> std::collections::BTreeMap<u16, Vec<(String, Packet)>> {
+        let mut out: std::collections::BTreeMap<u16, Vec<(String, Packet)>> =
+            std::collections::BTreeMap::new();
+        let mut n = 0;
+        let mut collect = |out: &mut std::collections::BTreeMap<u16, Vec<(String, Packet)>>| {
+            for (j, s) in self.socks.iter().enumerate() {
+                for f in s.drain().unwrap() {
+                    let Some(id) = f
+                        .data
+                        .windows(MARK.len() + 2)
+                        .find(|w| w.starts_with(MARK))
+                        .map(|w| u16::from_be_bytes([w[MARK.len()], w[MARK.len() + 1]]))
+                        .filter(|id| ids.contains(id))
+                    else {
+                        continue;
+                    };
+                    let tag = f.tag.map(|(tpid, tci)| Tag { tpid, tci });
+                    out.entry(id)
+                        .or_default()
+                        .push((format!("rep{j}"), Packet { tag, frame: f.data }));
+                    n += 1;
+                }
+            }
+            n
+        };
+        let deadline = Instant::now() + patience;
+        while collect(&mut out) < expect && Instant::now() <= deadline {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        std::thread::sleep(settle);
+        collect(&mut out);
+        for v in out.values_mut() {
+            v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        }
+        out
+    }
+
     /// Frames with any marker still waiting in the sockets: a late output
     /// of an earlier packet would end here.
     pub fn leftovers(&self) -> Vec<(usize, Vec<u8>)> {
