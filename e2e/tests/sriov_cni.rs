@@ -298,6 +298,8 @@ fn two_pods_ping_each_other_over_their_vfs() {
 #[test]
 fn dpdk_vf_is_allocated_and_reported_without_moving_anything() {
     let r = rig(0);
+    // The PF runs jumbo frames: the DPDK VF reports its MTU.
+    r.sysfs.corrupt(DEFAULT_PF_BDF, "net/ens1f0/mtu", "9000\n");
     let pod = NetNs::with_prefix("sr-dpdk").unwrap();
     let conf = r.conf(&r.dpdk, &json!({"mac": "02:56:00:00:00:0a", "vlan": 7}));
     let links_before = pod.links().len();
@@ -321,6 +323,13 @@ fn dpdk_vf_is_allocated_and_reported_without_moving_anything() {
     assert_eq!(r.vf_state(10)["vlan"], 0);
     assert!(r.data_files().is_empty());
     assert!(r.leases().is_empty());
+
+    // CNI 1.1.0 results carry the MTU: a DPDK VF reports its PF's (the
+    // reference host-local speaks up to 1.0.0, so no IPAM here).
+    let v11 = r.conf(&r.dpdk, &json!({"cniVersion": "1.1.0", "ipam": null}));
+    let res = r.ok("ADD", Some(&pod), "d0", &v11);
+    assert_eq!(res["interfaces"][0]["mtu"], 9000, "the PF's MTU: {res:#}");
+    r.ok("DEL", Some(&pod), "d0", &v11);
 
     // A pod gone without DEL leaves a stale allocation; the next ADD of
     // that VF takes it over.

@@ -233,7 +233,8 @@ pub fn write_device_info(
 
 /// The preferred `size` devices out of `available`, `must` included: one
 /// NUMA node if the request fits on one (the node of the `must` devices
-/// first, then the one with the fewest free devices that fits), and within
+/// first, then the one with the fewest free devices that fits), else as few
+/// nodes as it can (the biggest first), and within
 /// it PFs packed (the PF of the `must` devices first, then the PF with the
 /// fewest free devices that fits the rest alone, then the fullest ones).
 /// Unknown IDs are never chosen unless required.
@@ -273,7 +274,19 @@ pub fn preferred(
         per_node.entry(numa(d)).or_default().push(d);
     }
     let mut nodes: Vec<(Option<u32>, Vec<&PoolDevice>)> = per_node.into_iter().collect();
-    nodes.sort_by_key(|(n, ds)| (!must_numa.contains(n), ds.len() < need, ds.len(), *n));
+    // A node that fits: the one with the fewest free devices (keeps the
+    // bigger ones whole). None fits: the biggest first, so that the request
+    // spans as few nodes as it can (6/2/2 free, 7 asked: two nodes).
+    nodes.sort_by_key(|(n, ds)| {
+        let fits = ds.len() >= need;
+        let size = ds.len() as isize;
+        (
+            !must_numa.contains(n),
+            !fits,
+            if fits { size } else { -size },
+            *n,
+        )
+    });
     for (_, ds) in nodes {
         // Within a node, PFs best first; then devices in address order.
         let mut per_pf: BTreeMap<Option<String>, Vec<&PoolDevice>> = BTreeMap::new();
@@ -386,6 +399,27 @@ mod tests {
         );
         // Five: more than one node holds; node 0 first, then node 1.
         assert_eq!(preferred(&devices, &all, &[], 5).len(), 5);
+    }
+
+    #[test]
+    fn preferred_spans_as_few_numa_nodes_as_it_can() {
+        // 6 free on node 0, 2 on node 1, 2 on node 2; 7 asked: two nodes.
+        let mut ds = Vec::new();
+        for i in 0..6 {
+            ds.push(dev(&format!("0000:3b:02.{i}"), "A", 0, "iavf", i));
+        }
+        for (node, bus) in [(1, "5e"), (2, "af")] {
+            for i in 0..2 {
+                ds.push(dev(&format!("0000:{bus}:02.{i}"), bus, node, "iavf", 10 + i));
+            }
+        }
+        let devices = map(ds);
+        let mut all: Vec<String> = devices.keys().cloned().collect();
+        all.sort();
+        let got = preferred(&devices, &all, &[], 7);
+        let nodes: BTreeSet<Option<u32>> = got.iter().map(|id| devices[id].dev.numa_node).collect();
+        assert_eq!(got.len(), 7);
+        assert_eq!(nodes.len(), 2, "{got:?}");
     }
 
     #[test]

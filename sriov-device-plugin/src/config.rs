@@ -11,7 +11,7 @@
 //!
 //! Pure: text in, pools and errors out.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use serde::Deserialize;
@@ -499,6 +499,9 @@ pub fn parse(text: &str, default_prefix: &str) -> Config {
         }
     };
     let mut seen = HashSet::new();
+    // The containers' variable, as a shell can use it ('-' reads as '_'):
+    // two pools must not share it.
+    let mut envs: HashMap<String, String> = HashMap::new();
     for (i, v) in list.into_iter().enumerate() {
         match parse_pool(v, i, default_prefix, &mut cfg.unknown_keys) {
             Ok(p) if !seen.insert(p.resource()) => cfg.errors.push(format!(
@@ -506,7 +509,22 @@ pub fn parse(text: &str, default_prefix: &str) -> Config {
                 p.name,
                 p.resource()
             )),
-            Ok(p) => cfg.pools.push(p),
+            Ok(p) => {
+                let env = format!("PCIDEVICE_{}_{}", p.prefix, p.name)
+                    .replace(['.', '-'], "_")
+                    .to_uppercase();
+                match envs.get(&env) {
+                    Some(first) => cfg.errors.push(format!(
+                        "pool {:?}: its containers' variable {env} is also pool {first:?}'s \
+                         (a '-' reads as '_'); rename one; only the first is served",
+                        p.name
+                    )),
+                    None => {
+                        envs.insert(env, p.name.clone());
+                        cfg.pools.push(p);
+                    }
+                }
+            }
             Err(e) => cfg.errors.push(e),
         }
     }
@@ -518,6 +536,38 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn pools_whose_variables_a_shell_reads_alike_are_refused() {
+        let cfg = parse(
+            &json!({"resourceList": [
+                {"resourceName": "a-b", "selectors": {"drivers": ["iavf"]}},
+                {"resourceName": "a_b", "selectors": {"drivers": ["iavf"]}},
+                {"resourceName": "a_b", "resourcePrefix": "example.com", "selectors": {"drivers": ["iavf"]}}
+            ]})
+            .to_string(),
+            DEFAULT_RESOURCE_PREFIX,
+        );
+        let names: Vec<String> = cfg.pools.iter().map(PoolConfig::resource).collect();
+        assert_eq!(names, ["intel.com/a-b", "example.com/a_b"]);
+        assert_eq!(
+            cfg.errors,
+            ["pool \"a_b\": its containers' variable PCIDEVICE_INTEL_COM_A_B is also pool \"a-b\"'s \
+              (a '-' reads as '_'); rename one; only the first is served"]
+        );
+        assert!(cfg.unusable.is_none());
+    }
+
+    #[test]
+    fn a_file_unusable_as_a_whole_says_where() {
+        let cfg = parse("{\"resourceList\": [{\"resourceName\": \"x\"", "intel.com");
+        let e = cfg.unusable.unwrap();
+        assert!(e.starts_with("the config is not JSON: EOF while parsing"), "{e}");
+        assert!(e.ends_with("at line 1 column 38"), "{e}");
+        assert!(parse("[]", "intel.com").unusable.is_some());
+        assert!(parse("{}", "intel.com").unusable.is_some());
+        assert!(parse("{\"resourceList\": []}", "intel.com").unusable.is_none());
+    }
 
     #[test]
     fn upstream_example_with_case_variant_keys() {

@@ -504,12 +504,21 @@ impl Sriov {
                 pod_nl = Some((nl_in(Path::new(&netns)).map_err(io)?, index));
                 (Some(mac), mtu)
             }
-            // DPDK: the MAC is the configured one, else the admin MAC.
+            // DPDK: the MAC is the configured one, else the admin MAC; the
+            // MTU is the PF's (as upstream reports it: the VF's cannot be
+            // larger).
             None => (
                 conf.mac
                     .or_else(|| pf.get(vf.index).ok().map(|c| c.mac))
                     .filter(|m| m.0 != [0; 6]),
-                0,
+                vf.pf_netdev
+                    .as_deref()
+                    .and_then(|n| {
+                        let dir = Sysfs::new(&conf.sysfs_root).device_dir(&vf.pf_address);
+                        std::fs::read_to_string(dir.join("net").join(n).join("mtu")).ok()
+                    })
+                    .and_then(|m| m.trim().parse().ok())
+                    .unwrap_or(0),
             ),
         };
         att.mac = mac.map(|m| m.to_string());
