@@ -196,6 +196,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } px_masks SEC(".maps");
 
+/* Per subtable, a one-hash Bloom filter of its flows' masked keys: a probe
+ * whose bit is clear skips the hash map. Most probes of a search miss
+ * (a packet hitting the k-th subtable misses k-1 first), and each miss in
+ * px_flows is a cache miss on its bucket; the filters of one (port, table)
+ * fit in L2. Written with the subtable's mask, before the flip; a slot
+ * written by an older build (valid == 0) is probed without the filter. */
+#define PX_BLOOM_BITS 13
+#define PX_BLOOM_WORDS (1 << (PX_BLOOM_BITS - 6))
+struct px_bloom {
+	__u64 valid;
+	__u64 bits[PX_BLOOM_WORDS];
+};
+_Static_assert(sizeof(struct px_bloom) == 8 + 1024, "px_bloom");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * PX_MASK_SLOTS);
+	__type(key, __u32);
+	__type(value, struct px_bloom);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} px_bloom SEC(".maps");
+
 /* Not preallocated: memory follows the table, and an element a packet still
  * reads after user space deleted it is freed only after RCU. */
 struct {
@@ -401,14 +423,22 @@ static __always_inline struct px_flow *probe_mask(__u32 id, const struct px_key 
 	const __u64 *src = (const __u64 *)key;
 	__u64 *dst = (__u64 *)&probe->key;
 	__u64 *m = bpf_map_lookup_elem(&px_masks, &id);
+	struct px_bloom *b = bpf_map_lookup_elem(&px_bloom, &id);
+	__u64 h = 0;
+	__u32 bit;
 	int w;
 
-	if (!m)
+	if (!m || !b)
 		return NULL;
 	probe->mask_id = id;
 #pragma clang loop unroll(full)
-	for (w = 0; w < PX_KEY_WORDS; w++)
+	for (w = 0; w < PX_KEY_WORDS; w++) {
 		dst[w] = src[w] & m[w];
+		h = (h ^ dst[w]) * 0x9e3779b97f4a7c15ULL;
+	}
+	bit = h >> (64 - PX_BLOOM_BITS);
+	if (b->valid && !(b->bits[(bit >> 6) & (PX_BLOOM_WORDS - 1)] & (1ULL << (bit & 63))))
+		return NULL;
 	return bpf_map_lookup_elem(&px_flows, probe);
 }
 

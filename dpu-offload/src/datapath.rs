@@ -47,7 +47,7 @@ use serde::Serialize;
 use crate::{
     dump::Counters,
     ebpf::{
-        self, EbpfTable, MAX_FLOWS, PxActive, PxCounter, PxFlow, PxKey, PxLookup, PxTable,
+        self, EbpfTable, MAX_FLOWS, PxActive, PxBloom, PxCounter, PxFlow, PxKey, PxLookup, PxTable,
         PxTableKey, SLOT_CACHE_MISS, SLOT_ERROR, SLOT_MISS,
     },
     flow::Flow,
@@ -84,7 +84,7 @@ mod cls_bpf {
 
 /// The pinned maps, by name, with the sizes this build expects
 /// (key, value, max entries).
-const MAPS: [(&str, u32, u32, u32); 6] = [
+const MAPS: [(&str, u32, u32, u32); 7] = [
     ("px_active", 4, size_of::<PxActive>() as u32, 1),
     (
         "px_tables",
@@ -111,6 +111,12 @@ const MAPS: [(&str, u32, u32, u32); 6] = [
         ebpf::STATS_SLOTS,
     ),
     ("px_ports", 4, 4, ebpf::MAX_TABLES as u32),
+    (
+        "px_bloom",
+        4,
+        size_of::<PxBloom>() as u32,
+        2 * ebpf::MASK_SLOTS as u32,
+    ),
 ];
 
 /// `px_ports` flag: Plexus created the port's clsact qdisc (a record for
@@ -193,6 +199,7 @@ pub struct Maps {
     active: Array<MapData, PxActive>,
     tables: BpfHashMap<MapData, PxTableKey, PxTable>,
     masks: Array<MapData, PxKey>,
+    bloom: Array<MapData, PxBloom>,
     flows: BpfHashMap<MapData, PxLookup, PxFlow>,
     stats: PerCpuArray<MapData, PxCounter>,
     ports: BpfHashMap<MapData, u32, u32>,
@@ -435,6 +442,7 @@ impl Maps {
             active: pinned(dir, "px_active")?,
             tables: pinned(dir, "px_tables")?,
             masks: pinned(dir, "px_masks")?,
+            bloom: pinned(dir, "px_bloom")?,
             flows: pinned(dir, "px_flows")?,
             stats: pinned(dir, "px_stats")?,
             ports: pinned(dir, "px_ports")?,
@@ -452,6 +460,7 @@ impl Maps {
             active: take(ebpf, "px_active")?,
             tables: take(ebpf, "px_tables")?,
             masks: take(ebpf, "px_masks")?,
+            bloom: take(ebpf, "px_bloom")?,
             flows: take(ebpf, "px_flows")?,
             stats: take(ebpf, "px_stats")?,
             ports: take(ebpf, "px_ports")?,
@@ -985,11 +994,19 @@ impl Datapath {
         entries: &[(PxLookup, PxFlow)],
     ) -> Result<()> {
         let base = ng * ebpf::MASK_SLOTS as u32;
-        for (i, m) in table.masks.iter().enumerate() {
+        let mut blooms = vec![PxBloom::default(); table.masks.len()];
+        for (lk, _) in entries {
+            blooms[(lk.mask_id - base) as usize].insert(&lk.key);
+        }
+        for (i, (m, b)) in table.masks.iter().zip(&blooms).enumerate() {
             self.maps
                 .masks
                 .set(base + i as u32, m, 0)
                 .map_err(map_err("px_masks"))?;
+            self.maps
+                .bloom
+                .set(base + i as u32, b, 0)
+                .map_err(map_err("px_bloom"))?;
         }
         let (keys, values): (Vec<PxLookup>, Vec<PxFlow>) = entries.iter().copied().unzip();
         batch::update(&self.maps.flows_fd, &keys, &values)

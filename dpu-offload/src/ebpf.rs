@@ -139,6 +139,60 @@ pub struct PxFlow {
     pub act: [PxAction; MAX_ACTIONS],
 }
 
+/// Bits of a subtable's Bloom filter (`PX_BLOOM_BITS`: 2^13).
+pub const BLOOM_BITS: u32 = 13;
+
+/// `struct px_bloom`: a one-hash Bloom filter of one subtable's masked
+/// keys (see [`PxBloom::insert`]); the classifier skips the hash map probe
+/// when the key's bit is clear.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PxBloom {
+    /// 1 once written by a build that has filters.
+    pub valid: u64,
+    /// The bits.
+    pub bits: [u64; 1 << (BLOOM_BITS - 6)],
+}
+
+impl Default for PxBloom {
+    fn default() -> Self {
+        Self {
+            valid: 1,
+            bits: [0; 1 << (BLOOM_BITS - 6)],
+        }
+    }
+}
+
+impl PxBloom {
+    /// The bit of a masked key, as the classifier computes it: a
+    /// multiplicative fold of the key's nine native-endian words.
+    #[must_use]
+    pub fn bit(masked: &PxKey) -> u32 {
+        // SAFETY: `PxKey` is `Pod`: every byte initialised.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(masked).cast::<u8>(), size_of::<PxKey>())
+        };
+        let h = bytes.chunks_exact(8).fold(0u64, |h, w| {
+            (h ^ u64::from_ne_bytes(w.try_into().expect("8 bytes")))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        });
+        (h >> (64 - BLOOM_BITS)) as u32
+    }
+
+    /// Adds a masked key.
+    pub fn insert(&mut self, masked: &PxKey) {
+        let b = Self::bit(masked);
+        self.bits[(b >> 6) as usize] |= 1 << (b & 63);
+    }
+
+    /// Whether the filter lets `masked` through to the probe.
+    #[must_use]
+    pub fn may_hold(&self, masked: &PxKey) -> bool {
+        let b = Self::bit(masked);
+        self.valid == 0 || self.bits[(b >> 6) as usize] & (1 << (b & 63)) != 0
+    }
+}
+
 /// `struct px_table_key`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -199,6 +253,8 @@ const _: () = {
     assert!(size_of::<PxTableKey>() == 12);
     assert!(size_of::<PxTable>() == 8 + 8 * MAX_MASKS);
     assert!(size_of::<PxCounter>() == 16);
+    assert!(size_of::<PxBloom>() == 8 + 1024);
+    assert!(size_of::<PxKey>() == 72);
 };
 
 // SAFETY: every type below is `repr(C)`, made only of integers and arrays
@@ -219,6 +275,8 @@ unsafe impl aya::Pod for PxTable {}
 unsafe impl aya::Pod for PxCounter {}
 // SAFETY: as above.
 unsafe impl aya::Pod for PxActive {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PxBloom {}
 
 /// `PX_ACT_*`.
 #[allow(missing_docs)]
