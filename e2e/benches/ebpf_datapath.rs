@@ -182,13 +182,14 @@ fn tx_dropped(ns: &NetNs) -> u64 {
 /// Frames per second that reached `d0`'s ingress during `WINDOW`: sent,
 /// less what veth dropped because `d0`'s queue was full (the receive path
 /// was slower than the sender).
-fn blast(ns: &NetNs, sock: &RawSocket, frame: &[u8]) -> f64 {
+fn blast(ns: &NetNs, sock: &RawSocket, frames: &[Vec<u8>]) -> f64 {
     let dropped = tx_dropped(ns);
     let t = Instant::now();
     let mut n = 0u64;
+    let mut next = frames.iter().cycle();
     while t.elapsed() < WINDOW {
         for _ in 0..64 {
-            if sock.send(frame).is_ok() {
+            if sock.send(next.next().unwrap()).is_ok() {
                 n += 1;
             }
         }
@@ -197,12 +198,75 @@ fn blast(ns: &NetNs, sock: &RawSocket, frame: &[u8]) -> f64 {
     (n - (tx_dropped(ns) - dropped)) as f64 / secs
 }
 
-fn datapath_pps() -> Vec<(&'static str, f64)> {
+/// The mix's table: 10,000 UDP flows on `d0` over 32 distinct masks
+/// (destination prefix lengths /32 to /17, each with and without an exact
+/// destination port; every flow also matches its source address exactly).
+/// Mask `k` covers destinations in 10.k.0.0/16 with priority 1000 − k, so
+/// the packets of mask `k` search `k + 1` subtables before they hit: 16.5 on
+/// average, as many masks as a real table spreads its traffic over.
+fn mix_table() -> String {
+    let mut s = String::new();
+    for f in 0..MIX_FLOWS {
+        let (k, i) = (f % MASKS, f / MASKS);
+        let plen = 32 - k % 16;
+        let port = if k >= 16 {
+            format!(",tp_dst={}", 1000 + k)
+        } else {
+            String::new()
+        };
+        s.push_str(&format!(
+            "priority={},in_port=d0,udp,nw_src=192.168.{}.{},nw_dst=10.{k}.0.0/{plen}{port},actions=output:up0\n",
+            1000 - k,
+            i / 256,
+            i % 256
+        ));
+    }
+    s
+}
+
+const MIX_FLOWS: usize = 10_000;
+const MASKS: usize = 32;
+const TUPLES: usize = 65_536;
+
+/// The frame of 5-tuple `t`: flow `t % 10,000`'s source address, source
+/// port `1024 + t / 10,000` (so the 65,536 tuples are distinct), and a
+/// destination its flow matches (`miss`: one in 10.(100 + k).0.0, which no
+/// flow matches). Addressed to another host: whatever tc does, the stack
+/// drops it at once.
+fn mix_frame(t: usize, miss: bool) -> Vec<u8> {
+    let f = t % MIX_FLOWS;
+    let (k, i) = (f % MASKS, f / MASKS);
+    let dst = Ipv4Addr::new(10, (k + if miss { 100 } else { 0 }) as u8, 0, 0);
+    frame::ether(
+        [2, 0, 0, 0, 0xee, 0xee],
+        [2, 0, 0, 0, 0, 1],
+        0x0800,
+        &frame::ipv4(
+            Ipv4Addr::new(192, 168, (i / 256) as u8, (i % 256) as u8),
+            dst,
+            17,
+            0,
+            64,
+            &frame::udp((1024 + t / MIX_FLOWS) as u16, (1000 + k) as u16, &[0u8; 18]),
+        ),
+    )
+}
+
+fn datapath_pps() -> Vec<(&'static str, usize, f64)> {
     // The sender and the softirq work its frames cause share one CPU in
     // every configuration.
     pin_to_cpu(0);
     let gen_ns = NetNs::with_prefix("bench-gen").unwrap();
     let dut = NetNs::with_prefix("bench-dut").unwrap();
+    // No IPv6: no router solicitations or DAD among the counted frames.
+    for ns in [&gen_ns, &dut] {
+        for k in ["all", "default"] {
+            ns.sh(
+                "sysctl",
+                &["-qw", &format!("net.ipv6.conf.{k}.disable_ipv6=1")],
+            );
+        }
+    }
     gen_ns.sh(
         "ip",
         &[
@@ -219,7 +283,8 @@ fn datapath_pps() -> Vec<(&'static str, f64)> {
         ],
     );
     gen_ns.sh("ip", &["link", "set", "g0", "up"]);
-    // The flows' outputs need ports; they carry no traffic here.
+    // Where the flows send their packets: the stack behind mon0 drops them
+    // as the one behind d0 does without a classifier.
     dut.sh(
         "ip",
         &["link", "add", "up0", "type", "veth", "peer", "name", "mon0"],
@@ -230,35 +295,28 @@ fn datapath_pps() -> Vec<(&'static str, f64)> {
     let fs = BpfFs::new().unwrap();
     let dir = fs.pin_dir();
     let sock = gen_ns.run(|| RawSocket::open("g0").unwrap());
-    // To another host: after tc the stack drops it in every configuration.
-    let f = frame::ether(
-        [2, 0, 0, 0, 0xee, 0xee],
-        [2, 0, 0, 0, 0, 1],
-        0x0800,
-        &frame::ipv4(
-            Ipv4Addr::new(10, 250, 0, 1),
-            Ipv4Addr::new(10, 251, 0, 1),
-            17,
+    let hit: Vec<Vec<u8>> = (0..TUPLES).map(|t| mix_frame(t, false)).collect();
+    let miss: Vec<Vec<u8>> = (0..TUPLES).map(|t| mix_frame(t, true)).collect();
+    // One flow of the last mask searched: only the microflow cache makes
+    // it cheap.
+    let hot = vec![mix_frame(MASKS - 1, false)];
+    let table = mix_table();
+    // (name, classifier, traffic, index of its baseline)
+    let configs: [(&str, bool, &[Vec<u8>], usize); 5] = [
+        ("bare veth, 65,536 5-tuples (baseline)", false, &hit, 0),
+        ("bare veth, one 5-tuple (baseline)", false, &hot, 1),
+        (
+            "10k flows / 32 masks, 65,536 5-tuples, all hit",
+            true,
+            &hit,
             0,
-            64,
-            &frame::udp(1234, 9, &[0u8; 18]),
         ),
-    );
-    let configs: [(&str, Option<String>); 4] = [
-        ("no classifier (baseline)", None),
-        // A table for d0 exists only beyond table 0: the classifier runs
-        // and finds nothing to search.
+        ("10k flows / 32 masks, one hot flow", true, &hot, 1),
         (
-            "classifier, 0 flows",
-            Some("table=5,in_port=d0,actions=drop\n".into()),
-        ),
-        (
-            "classifier, 1k flows (miss)",
-            Some(flow_table(1_000, 0, &["d0"])),
-        ),
-        (
-            "classifier, 10k flows (miss)",
-            Some(flow_table(10_000, 0, &["d0"])),
+            "10k flows / 32 masks, 65,536 5-tuples, all miss",
+            true,
+            &miss,
+            0,
         ),
     ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
@@ -270,26 +328,70 @@ fn datapath_pps() -> Vec<(&'static str, f64)> {
             datapath::flush(&mut nl, &dir, &ports).unwrap();
         });
     };
+    let mut checked = false;
     for _ in 0..ROUNDS {
-        for (i, (_, t)) in configs.iter().enumerate() {
-            match t {
-                None => flush(&dut),
-                Some(t) => {
-                    apply(&dut, &dir, t);
+        flush(&dut);
+        for (i, (_, classifier, frames, _)) in configs.iter().enumerate() {
+            if *classifier && !configs[i - 1].1 {
+                apply(&dut, &dir, &table);
+                if !checked {
+                    check_mix(&gen_ns, &dir, &sock, &hit, &miss);
+                    checked = true;
                 }
             }
-            samples[i].push(blast(&gen_ns, &sock, &f));
+            samples[i].push(blast(&gen_ns, &sock, frames));
         }
     }
     flush(&dut);
     configs
         .iter()
         .zip(samples)
-        .map(|((name, _), mut s)| {
+        .map(|((name, _, _, base), mut s)| {
             s.sort_by(f64::total_cmp);
-            (*name, s[s.len() / 2])
+            (*name, *base, s[s.len() / 2])
         })
         .collect()
+}
+
+/// Not a benchmark of the wrong thing: one pass of each traffic set is
+/// counted by the datapath itself: every hit frame matched a flow (none
+/// missed), every miss frame missed, and the hit mix went mostly past the
+/// microflow cache.
+fn check_mix(gen_ns: &NetNs, dir: &Path, sock: &RawSocket, hit: &[Vec<u8>], miss: &[Vec<u8>]) {
+    let maps = datapath::Maps::open(dir).unwrap().unwrap();
+    let stats = || maps.stats().unwrap();
+    let dropped = || tx_dropped(gen_ns);
+    let send_all = |frames: &[Vec<u8>]| {
+        let d0 = dropped();
+        for f in frames {
+            // Paced: a full queue would drop frames the counts miss.
+            while sock.send(f).is_err() {}
+            std::hint::spin_loop();
+        }
+        assert_eq!(dropped(), d0, "frames dropped before the classifier");
+    };
+    let s0 = stats();
+    send_all(hit);
+    let s1 = stats();
+    send_all(miss);
+    let s2 = stats();
+    assert_eq!(s1.miss.packets - s0.miss.packets, 0, "hit mix: misses");
+    assert_eq!(
+        s2.miss.packets - s1.miss.packets,
+        miss.len() as u64,
+        "miss mix: misses"
+    );
+    let searched = s1.cache_misses - s0.cache_misses;
+    assert!(
+        searched * 2 > hit.len() as u64,
+        "hit mix: only {searched} of {} packets searched the subtables",
+        hit.len()
+    );
+    println!(
+        "\nmix check: {} hit frames all matched ({searched} searched past the microflow cache), {} miss frames all missed",
+        hit.len(),
+        miss.len()
+    );
 }
 
 fn main() {
@@ -299,36 +401,49 @@ fn main() {
         "\neBPF datapath: UDP frames over a veth pair, {ROUNDS} rounds of {} ms, median\n",
         WINDOW.as_millis()
     );
-    println!("| configuration | packets/s | vs. no classifier | classifier ns/packet |");
+    println!("| configuration | packets/s | vs. bare veth | classifier ns/packet |");
     println!("|---|---|---|---|");
-    let base = pps[0].1;
-    for (name, r) in &pps {
+    for (name, base, r) in &pps {
+        let b = pps[*base].2;
         println!(
             "| {name} | {:.0} | {:.3} | {:.0} |",
             r,
-            r / base,
-            (1.0 / r - 1.0 / base) * 1e9
+            r / b,
+            (1.0 / r - 1.0 / b) * 1e9
         );
     }
     println!();
     println!("| figure | value | target |");
     println!("|---|---|---|");
+    let met = |ok: bool| if ok { "met" } else { "MISSED" };
     for (n, o, f) in &rates {
         let rate = *n as f64 / o.as_secs_f64();
+        let floor = o.as_secs_f64() / f.as_secs_f64();
         println!(
-            "| eBPF flows installed per second, {n} flows (median {:.1} ms) | {:.0} k/s | ≥ 100 k/s: {} |",
+            "| eBPF flows installed per second, {n} flows (median {:.1} ms) | {:.0} k/s | {} |",
             ms(*o),
             rate / 1e3,
-            if rate >= 1e5 { "met" } else { "MISSED" }
+            if *n == 10_000 {
+                format!("≥ 250 k/s: {}", met(rate >= 250e3))
+            } else {
+                String::new()
+            }
         );
         println!(
-            "| apply / batched map syscalls, {n} flows | {:.2}× | |",
-            o.as_secs_f64() / f.as_secs_f64()
+            "| apply / batched map syscalls, {n} flows | {floor:.2}× | {} |",
+            if *n == 10_000 {
+                format!("≤ 1.5×: {}", met(floor <= 1.5))
+            } else {
+                String::new()
+            }
         );
     }
-    let ratio = pps[3].1 / base;
-    println!(
-        "| packets/s with 10k flows / without a classifier | {ratio:.3} | ≥ 0.85: {} |",
-        if ratio >= 0.85 { "met" } else { "MISSED" }
-    );
+    for (row, goal) in [(2, 0.85), (3, 0.90)] {
+        let (name, base, r) = pps[row];
+        let ratio = r / pps[base].2;
+        println!(
+            "| packets/s, {name} / bare veth | {ratio:.3} | ≥ {goal:.2}: {} |",
+            met(ratio >= goal)
+        );
+    }
 }
