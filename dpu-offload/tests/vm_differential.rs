@@ -279,7 +279,10 @@ fn differential(name: &str, text: &str, packets: u16, seed: u64) {
             );
             let describe = |id: u16| {
                 let (port, p, _) = &cases[usize::from(id)];
-                format!("packet {id} on rep{port} (tag {:?}, frame {:02x?})", p.tag, p.frame)
+                format!(
+                    "packet {id} on rep{port} (tag {:?}, frame {:02x?})",
+                    p.tag, p.frame
+                )
             };
             for (id, (_, _, want)) in batch {
                 let outputs = got.get(id).cloned().unwrap_or_default();
@@ -296,7 +299,12 @@ fn differential(name: &str, text: &str, packets: u16, seed: u64) {
             if counted != want_counts {
                 let diff: Vec<String> = (0..flows.len())
                     .filter(|i| counted[*i] != want_counts[*i])
-                    .map(|i| format!("{}: {} counted, {} expected", flows[i], counted[i], want_counts[i]))
+                    .map(|i| {
+                        format!(
+                            "{}: {} counted, {} expected",
+                            flows[i], counted[i], want_counts[i]
+                        )
+                    })
                     .collect();
                 let who: Vec<String> = batch.iter().map(|(id, _)| describe(*id)).collect();
                 panic!(
@@ -307,7 +315,12 @@ fn differential(name: &str, text: &str, packets: u16, seed: u64) {
                 );
             }
             if let (Some(m0), Some(m1)) = (miss_before, miss_after) {
-                assert_eq!(m1 - m0, want_misses, "{name}: {}: misses of the batch", b.name());
+                assert_eq!(
+                    m1 - m0,
+                    want_misses,
+                    "{name}: {}: misses of the batch",
+                    b.name()
+                );
             }
             for (_, (_, p, want)) in batch {
                 for m in &want.matched {

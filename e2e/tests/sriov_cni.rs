@@ -372,7 +372,12 @@ fn a_late_del_or_gc_of_a_dead_pod_leaves_the_vf_its_new_owner_configured() {
             &owned_by_b["trust"],
             &owned_by_b["spoofchk"]
         ),
-        (&json!(200), &json!("02:56:00:00:00:0b"), &json!(false), &json!(true))
+        (
+            &json!(200),
+            &json!("02:56:00:00:00:0b"),
+            &json!(false),
+            &json!(true)
+        )
     );
     r.ok("DEL", None, "a", &a_conf);
     assert_eq!(r.vf_state(10), owned_by_b, "A's DEL reconfigured B's VF");
@@ -421,7 +426,10 @@ fn gc_of_one_sriov_network_leaves_another_networks_vf_in_the_pod() {
     // The runtime's GC for sriov-a lists sriov-a's attachment only.
     gc("sriov-a", json!([{"containerID": "p1", "ifname": "net1"}]));
     assert!(pod.link("net1").is_some());
-    assert!(pod.link("net2").is_some(), "GC for sriov-a took sriov-b's VF");
+    assert!(
+        pod.link("net2").is_some(),
+        "GC for sriov-a took sriov-b's VF"
+    );
     // sriov-b's GC without it: that one goes, net1 stays.
     gc("sriov-b", json!([]));
     assert!(pod.link("net2").is_none());

@@ -439,15 +439,10 @@ fn a_half_written_config_keeps_the_last_good_pools() {
             "{pool}: the kubelet was sent {lists:?}"
         );
     }
-    let text = plexus_e2e::discover(
-        &daemon.ns,
-        &[],
-        &d.join("config.json"),
-        fake.root(),
-        false,
-    );
+    let text = plexus_e2e::discover(&daemon.ns, &[], &d.join("config.json"), fake.root(), false);
     assert!(
-        text.contains("config: the config is not JSON: EOF while parsing") && text.contains("at line 1 column"),
+        text.contains("config: the config is not JSON: EOF while parsing")
+            && text.contains("at line 1 column"),
         "{text}"
     );
 

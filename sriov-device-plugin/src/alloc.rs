@@ -410,7 +410,13 @@ mod tests {
         }
         for (node, bus) in [(1, "5e"), (2, "af")] {
             for i in 0..2 {
-                ds.push(dev(&format!("0000:{bus}:02.{i}"), bus, node, "iavf", 10 + i));
+                ds.push(dev(
+                    &format!("0000:{bus}:02.{i}"),
+                    bus,
+                    node,
+                    "iavf",
+                    10 + i,
+                ));
             }
         }
         let devices = map(ds);

@@ -552,8 +552,10 @@ mod tests {
         assert_eq!(names, ["intel.com/a-b", "example.com/a_b"]);
         assert_eq!(
             cfg.errors,
-            ["pool \"a_b\": its containers' variable PCIDEVICE_INTEL_COM_A_B is also pool \"a-b\"'s \
-              (a '-' reads as '_'); rename one; only the first is served"]
+            [
+                "pool \"a_b\": its containers' variable PCIDEVICE_INTEL_COM_A_B is also pool \"a-b\"'s \
+              (a '-' reads as '_'); rename one; only the first is served"
+            ]
         );
         assert!(cfg.unusable.is_none());
     }
@@ -562,11 +564,18 @@ mod tests {
     fn a_file_unusable_as_a_whole_says_where() {
         let cfg = parse("{\"resourceList\": [{\"resourceName\": \"x\"", "intel.com");
         let e = cfg.unusable.unwrap();
-        assert!(e.starts_with("the config is not JSON: EOF while parsing"), "{e}");
+        assert!(
+            e.starts_with("the config is not JSON: EOF while parsing"),
+            "{e}"
+        );
         assert!(e.ends_with("at line 1 column 38"), "{e}");
         assert!(parse("[]", "intel.com").unusable.is_some());
         assert!(parse("{}", "intel.com").unusable.is_some());
-        assert!(parse("{\"resourceList\": []}", "intel.com").unusable.is_none());
+        assert!(
+            parse("{\"resourceList\": []}", "intel.com")
+                .unusable
+                .is_none()
+        );
     }
 
     #[test]
