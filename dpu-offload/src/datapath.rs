@@ -626,18 +626,12 @@ impl std::hash::Hasher for WordHasher {
     }
 }
 
-fn bytes_of<T: aya::Pod>(x: &T) -> &[u8] {
-    // SAFETY: `Pod` types are `repr(C)` integers with explicit padding
-    // fields: every byte of `x` is initialised, and the slice borrows `x`.
-    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(x).cast::<u8>(), size_of::<T>()) }
-}
-
 fn identity(mask: PxKey, key: PxKey, mut v: PxFlow) -> Identity {
     v.slot = 0;
     let mut id = [0u8; ID_LEN];
-    id[..KEY_LEN].copy_from_slice(bytes_of(&mask));
-    id[KEY_LEN..2 * KEY_LEN].copy_from_slice(bytes_of(&key));
-    id[2 * KEY_LEN..].copy_from_slice(bytes_of(&v));
+    id[..KEY_LEN].copy_from_slice(ebpf::bytes_of(&mask));
+    id[KEY_LEN..2 * KEY_LEN].copy_from_slice(ebpf::bytes_of(&key));
+    id[2 * KEY_LEN..].copy_from_slice(ebpf::bytes_of(&v));
     id
 }
 

@@ -142,6 +142,13 @@ pub struct PxFlow {
 /// Bits of a subtable's Bloom filter (`PX_BLOOM_BITS`: 2^13).
 pub const BLOOM_BITS: u32 = 13;
 
+/// The bytes of a map type, as the kernel sees them.
+pub(crate) fn bytes_of<T: aya::Pod>(x: &T) -> &[u8] {
+    // SAFETY: `Pod` types are `repr(C)` integers with explicit padding
+    // fields: every byte of `x` is initialised, and the slice borrows `x`.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(x).cast::<u8>(), size_of::<T>()) }
+}
+
 /// `struct px_bloom`: a one-hash Bloom filter of one subtable's masked
 /// keys (see [`PxBloom::insert`]); the classifier skips the hash map probe
 /// when the key's bit is clear.
@@ -168,11 +175,7 @@ impl PxBloom {
     /// multiplicative fold of the key's nine native-endian words.
     #[must_use]
     pub fn bit(masked: &PxKey) -> u32 {
-        // SAFETY: `PxKey` is `Pod`: every byte initialised.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(std::ptr::from_ref(masked).cast::<u8>(), size_of::<PxKey>())
-        };
-        let h = bytes.chunks_exact(8).fold(0u64, |h, w| {
+        let h = bytes_of(masked).chunks_exact(8).fold(0u64, |h, w| {
             (h ^ u64::from_ne_bytes(w.try_into().expect("8 bytes")))
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15)
         });
