@@ -596,3 +596,98 @@ fn two_microflows_in_one_cache_slot_each_get_their_own_flow() {
     assert_eq!(maps.stats().unwrap().cache_misses - after.cache_misses, 1);
     assert_eq!(rig.packets(a_flow), 4);
 }
+
+/// `px_active` as user space would leave it half-written: its `gen` field
+/// still naming one generation while its epoch already names the other.
+/// The classifier takes the generation from the epoch alone (one load), so
+/// a packet never searches a generation other than its epoch's, and no
+/// cache slot of an epoch ever holds a mask of the other generation.
+#[test]
+fn a_torn_active_record_never_serves_or_caches_the_other_generation() {
+    use aya::maps::{Array, Map, MapData};
+
+    let rig = Rig::new(2);
+    for k in ["all", "default", "eth0"] {
+        rig.vfs[0].sh(
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{k}.disable_ipv6=1")],
+        );
+    }
+    let flow = "table=0,priority=100,in_port=rep0,udp,actions=output:rep1";
+    rig.apply(&format!("{flow}\n"));
+    let maps = Maps::open(&rig.bpf.pin_dir()).unwrap().unwrap();
+    let live = maps.active().unwrap();
+    assert_eq!(live.gen_, live.epoch & 1);
+    let pin = MapData::from_pin(rig.bpf.pin_dir().join("px_active")).unwrap();
+    let mut active: Array<MapData, ebpf::PxActive> =
+        Array::try_from(Map::from_map_data(pin).unwrap()).unwrap();
+
+    let rx = udp_in(&rig, 1, 5000);
+    let tx = rig.vfs[0].run(|| UdpSocket::bind("10.9.0.1:4000").unwrap());
+    let send = |n: usize| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                pin_to_cpu(0);
+                for _ in 0..n {
+                    tx.send_to(b"x", "10.9.0.2:5000").unwrap();
+                }
+            });
+        });
+    };
+    // The live table carries the flow, and its mask is now cached for
+    // this epoch on CPU 0.
+    send(3);
+    assert_eq!(count_received(&rx), 3);
+    assert_eq!(rig.packets(flow), 3);
+
+    // Torn: gen still the full generation, epoch the next, empty one.
+    let next = live.epoch.wrapping_add(1);
+    let torn = ebpf::PxActive {
+        gen_: live.gen_,
+        epoch: next,
+    };
+    active.set(0, torn, 0).unwrap();
+    let before = maps.stats().unwrap();
+    send(3);
+    assert_eq!(
+        count_received(&rx),
+        0,
+        "a packet searched the generation of px_active.gen, not its epoch's"
+    );
+    let after = maps.stats().unwrap();
+    assert_eq!(after.miss.packets - before.miss.packets, 3);
+
+    // Whole again at the same epoch: had the torn read cached the full
+    // generation's mask under this epoch, these would hit it.
+    active
+        .set(
+            0,
+            ebpf::PxActive {
+                gen_: next & 1,
+                epoch: next,
+            },
+            0,
+        )
+        .unwrap();
+    send(3);
+    assert_eq!(count_received(&rx), 0, "a foreign mask was cached");
+    assert_eq!(maps.stats().unwrap().miss.packets - after.miss.packets, 3);
+
+    // Back to the full generation at a later epoch: found again.
+    let back = next.wrapping_add(1);
+    active
+        .set(
+            0,
+            ebpf::PxActive {
+                gen_: back & 1,
+                epoch: back,
+            },
+            0,
+        )
+        .unwrap();
+    send(3);
+    assert_eq!(count_received(&rx), 3);
+    // (The flow's counter is read through the live generation, so only
+    // now: none of the six missed packets was counted on it.)
+    assert_eq!(rig.packets(flow), 6);
+}
