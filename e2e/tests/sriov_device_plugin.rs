@@ -460,3 +460,85 @@ fn a_half_written_config_keeps_the_last_good_pools() {
     );
     assert!(log.contains("at line 1 column"), "{log}");
 }
+
+/// RDMA in exclusive netns mode: a VF handed to a pod takes its RDMA
+/// device into the pod's netns, and the host's sysfs no longer shows it.
+/// The `isRdma` pool keeps the VF (the kubelet's capacity must not drop
+/// while the pod holds it); a VF that loses its RDMA device while on the
+/// host (mlx5_ib unloaded, say) does leave the pool.
+#[test]
+fn an_allocated_vf_stays_in_its_rdma_pool_while_its_rdma_device_is_in_the_pod() {
+    use plexus_testkit::sysfs::vf_bdf;
+    let fake = FakeSysfs::new();
+    fake.pf(PfSpec::connectx5());
+    let vfs: Vec<String> = (0..3u32)
+        .map(|i| {
+            let bdf = vf_bdf(DEFAULT_PF_BDF, 2, 1, i);
+            fake.vf(
+                DEFAULT_PF_BDF,
+                i,
+                VfSpec {
+                    ifname: Some(format!("enp59s0f0v{i}")),
+                    ..VfSpec::connectx5()
+                },
+            );
+            fake.add_rdma(&bdf, &format!("mlx5_{}", i + 2), i + 2);
+            bdf
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(
+        d,
+        &json!([{"resourceName": "cx5_rdma", "resourcePrefix": "nvidia.com",
+            "selectors": {"vendors": ["15b3"], "devices": ["1018"], "isRdma": true}}]),
+    );
+    let kubelet = FakeDeviceManager::start(&d.join("device-plugins"));
+    let daemon = Daemon::start(d, fake.root());
+    const RDMA: &str = "nvidia.com/cx5_rdma";
+    kubelet.wait_list(RDMA, WAIT, |l| l.len() == 3);
+
+    let r = kubelet.allocate(RDMA, &[&vfs[0]]).unwrap();
+    let info: Value = serde_json::from_str(&r.envs["PCIDEVICE_NVIDIA_COM_CX5_RDMA_INFO"]).unwrap();
+    assert_eq!(info[&vfs[0]]["rdma"]["rdma_dev"], "mlx5_2", "{info}");
+    // The pod's netns takes the netdev and, in exclusive mode, the RDMA
+    // device.
+    fake.remove_netdev(&vfs[0], "enp59s0f0v0");
+    fake.hide_rdma(&vfs[0]);
+    // Four rescans (300 ms each) see VF 0 without an RDMA device.
+    let streams = kubelet.lists(RDMA).len();
+    std::thread::sleep(Duration::from_millis(1200));
+    let lists = kubelet.lists(RDMA);
+    assert!(
+        lists[streams - 1..]
+            .iter()
+            .all(|l| l.len() == 3 && l.iter().all(|d| d.1 == "Healthy")),
+        "the capacity dropped while a pod held the VF: {lists:?}"
+    );
+
+    // Not allocated: a VF whose RDMA device goes away on the host is no
+    // longer an RDMA device, and leaves the pool.
+    fake.hide_rdma(&vfs[1]);
+    let l = kubelet.wait_list(RDMA, WAIT, |l| l.len() == 2);
+    assert_eq!(ids(&l), [vfs[0].as_str(), vfs[2].as_str()]);
+
+    // The pod is gone: netdev and RDMA device are back on the host; the
+    // VF is free and still in the pool. Then, its RDMA device going away
+    // on the host takes it out like any other.
+    fake.add_netdev(
+        &vfs[0],
+        NetdevSpec {
+            ifname: "enp59s0f0v0".into(),
+            ..NetdevSpec::default()
+        },
+    );
+    fake.add_rdma(&vfs[0], "mlx5_2", 2);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(kubelet.lists(RDMA).last().unwrap().len(), 2);
+    fake.hide_rdma(&vfs[0]);
+    let l = kubelet.wait_list(RDMA, WAIT, |l| l.len() == 1);
+    assert_eq!(ids(&l), [vfs[2].as_str()]);
+
+    let (ok, log) = daemon.stop();
+    assert!(ok, "{log}");
+}

@@ -375,7 +375,7 @@ impl Daemon {
                 parsed
             }
         };
-        let scan = match self.sysfs.scan() {
+        let mut scan = match self.sysfs.scan() {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot scan PCI devices; keeping the pools as they are");
@@ -389,6 +389,7 @@ impl Daemon {
             tracing::warn!(error = %e, "cannot read the host's routes");
             HashSet::new()
         });
+        self.keep_rdma_of_allocated(&mut scan.devices);
         let (built, report) = pools::build(&cfg, &scan, &routes);
         for p in &report.empty_pools {
             tracing::warn!(
@@ -478,6 +479,35 @@ impl Daemon {
             tracing::info!(resource = r, "pool withdrawn");
             if let Some(run) = self.running.remove(&r) {
                 withdraw(run);
+            }
+        }
+    }
+
+    /// RDMA in exclusive netns mode (`rdma system set netns exclusive`):
+    /// the RDMA device of a VF handed to a pod goes into the pod's netns
+    /// with it, and the host's sysfs no longer shows it. Such a VF is
+    /// still the RDMA device it was when it was allocated: it keeps that
+    /// on record (so `isRdma` keeps it in its pool, and the kubelet's
+    /// capacity does not drop while the pod holds it) until its netdev is
+    /// back on the host, which ends the allocation. Upstream's fix of the
+    /// same defect reads devlink's `enable_rdma` instead (PR 603).
+    fn keep_rdma_of_allocated(&self, devices: &mut [plexus_sysfs::PciDevice]) {
+        for run in self.running.values() {
+            let st = run.shared.state.read().expect("pool state");
+            for id in &st.allocated {
+                let Some(old) = st.devices.get(id).map(|d| &d.dev) else {
+                    continue;
+                };
+                if let Some(d) = devices.iter_mut().find(|d| {
+                    d.address == *id
+                        && d.rdma.is_empty()
+                        && d.driver == old.driver
+                        && !old.rdma.is_empty()
+                }) {
+                    tracing::debug!(device = id, rdma = ?old.rdma, "allocated: keeping its RDMA device on record");
+                    d.rdma.clone_from(&old.rdma);
+                    d.uverbs.clone_from(&old.uverbs);
+                }
             }
         }
     }

@@ -612,6 +612,43 @@ impl FakeSysfs {
         name
     }
 
+    /// Gives the device at `bdf` the RDMA device `name` with verbs device
+    /// `uverbs<uverbs>` (`infiniband/<name>/`, `infiniband_verbs/uverbs<N>/`),
+    /// as mlx5_ib adds one to every mlx5 PCI function.
+    ///
+    /// # Panics
+    ///
+    /// If the device is missing or on an I/O error.
+    pub fn add_rdma(&self, bdf: &str, name: &str, uverbs: u32) {
+        let dir = self.device_dir(bdf);
+        assert!(dir.is_dir(), "no device {bdf} in fake sysfs");
+        mkdir(&dir.join("infiniband").join(name));
+        mkdir(&dir.join(format!("infiniband_verbs/uverbs{uverbs}")));
+    }
+
+    /// Takes the RDMA devices of `bdf` off the host, as the kernel does
+    /// when one moves to a pod's netns while the RDMA subsystem is in
+    /// exclusive netns mode (`rdma system set netns exclusive`): the
+    /// device's `infiniband/` and `infiniband_verbs/` become empty.
+    ///
+    /// # Panics
+    ///
+    /// If the device has no RDMA device, or on an I/O error.
+    pub fn hide_rdma(&self, bdf: &str) {
+        let dir = self.device_dir(bdf);
+        for sub in ["infiniband", "infiniband_verbs"] {
+            let d = dir.join(sub);
+            let entries: Vec<_> = fs::read_dir(&d)
+                .unwrap_or_else(|e| panic!("{bdf} has no {sub}/: {e}"))
+                .flatten()
+                .collect();
+            for e in entries {
+                fs::remove_dir_all(e.path())
+                    .unwrap_or_else(|err| panic!("remove {}: {err}", e.path().display()));
+            }
+        }
+    }
+
     /// Adds a switchdev representor netdev under the PF at `pf_bdf`.
     /// Returns the netdev directory.
     ///
