@@ -205,8 +205,10 @@ fn add_gives_the_pod_its_vf_configured_and_del_puts_everything_back() {
     let before = r.host.link("ensvf0").unwrap();
     let conf = r.conf(
         &vf.vf_bdf,
+        // (min_tx_rate 0: the emulated PF is an X710, whose i40e refuses
+        // any other; see the bad-input test.)
         &json!({"mac": "02:56:00:00:00:01", "vlan": 100, "vlanQoS": 2, "spoofchk": "off",
-                "trust": "on", "min_tx_rate": 10, "max_tx_rate": 100, "link_state": "enable"}),
+                "trust": "on", "min_tx_rate": 0, "max_tx_rate": 100, "link_state": "enable"}),
     );
     let res = r.ok("ADD", Some(&pod), "c1", &conf);
 
@@ -237,7 +239,7 @@ fn add_gives_the_pod_its_vf_configured_and_del_puts_everything_back() {
     assert_eq!(
         st,
         json!({"mac": "02:56:00:00:00:01", "vlan": 100, "qos": 2, "proto": "802.1Q",
-               "minTxRate": 10, "maxTxRate": 100, "spoofchk": false, "trust": true,
+               "minTxRate": 0, "maxTxRate": 100, "spoofchk": false, "trust": true,
                "linkState": "enable"})
     );
     assert_eq!(r.data_files(), ["/c1-net1", &format!("pci/{}", vf.vf_bdf)]);
@@ -495,6 +497,19 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
             7,
             "trust",
         ),
+        // What the X710's i40e refuses, in its words.
+        (
+            "a min rate on i40e",
+            r.conf(&vf, &json!({"min_tx_rate": 10, "max_tx_rate": 100})),
+            5,
+            "Invalid min tx rate (10) (greater than 0) specified for VF 0",
+        ),
+        (
+            "802.1ad on i40e",
+            r.conf(&vf, &json!({"vlan": 10, "vlanProto": "802.1ad"})),
+            5,
+            "VF VLAN protocol is not supported",
+        ),
     ];
     for (what, conf, code, msg) in cases {
         let out = r.run("ADD", Some(&pod), "bad", &conf);
@@ -506,7 +521,12 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
             host_before,
             "{what}: VF changed"
         );
-        assert_eq!(r.vf_state(0), Value::Null, "{what}: PF state changed");
+        // Never set, or set and put back (a PF refusal midway).
+        let st = r.vf_state(0);
+        assert!(
+            st.is_null() || st == serde_json::from_str::<Value>(DEFAULTS).unwrap(),
+            "{what}: PF state changed: {st}"
+        );
         assert!(r.data_files().is_empty(), "{what}: {:?}", r.data_files());
         assert!(r.leases().is_empty(), "{what}");
     }
@@ -636,4 +656,79 @@ fn del_of_an_attachment_upstream_sriov_cni_cached_does_not_get_stuck() {
         let out = r.run("DEL", Some(&pod), "up1", &conf);
         assert!(out.status.success(), "{}", describe(&out));
     }
+}
+
+/// Sets how many more admin-MAC writes the emulated PF refuses for VF
+/// `i`, as i40e does while a VF is still resetting.
+fn refuse_mac(r: &Rig, i: u32, n: u32) {
+    let text = std::fs::read_to_string(&r.state).unwrap();
+    let mut all: Value = if text.trim().is_empty() {
+        json!({})
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    let mut st = all
+        .get(i.to_string())
+        .cloned()
+        .unwrap_or_else(|| serde_json::from_str::<Value>(DEFAULTS).unwrap());
+    st["refuseMac"] = json!(n);
+    all[i.to_string()] = st;
+    std::fs::write(&r.state, all.to_string()).unwrap();
+}
+
+/// The X710's i40e polices an untrusted VF's MAC: once the PF set one, the
+/// VF's netdev may not take another. DEL must therefore reset the admin
+/// MAC before it gives the netdev its old MAC back, and both MAC writes
+/// must ride out a VF that refuses them for a while after a reset.
+#[test]
+fn del_of_an_untrusted_intel_vf_with_a_mac_resets_the_pf_side_first_and_retries() {
+    let r = rig(1);
+    let vf = &r.vfs[0];
+    let pod = NetNs::with_prefix("sr-i40e").unwrap();
+    let before = r.host.link("ensvf0").unwrap();
+    let conf = r.conf(&vf.vf_bdf, &json!({"mac": "02:56:00:00:00:05"}));
+
+    // ADD through two refusals of the admin MAC.
+    refuse_mac(&r, 0, 2);
+    let res = r.ok("ADD", Some(&pod), "c1", &conf);
+    assert_eq!(res["interfaces"][0]["mac"], "02:56:00:00:00:05");
+    assert_eq!(pod.link("net1").unwrap()["address"], "02:56:00:00:00:05");
+    assert_eq!(r.vf_state(0)["mac"], "02:56:00:00:00:05");
+    assert_eq!(r.vf_state(0)["trust"], false);
+    assert!(r.vf_state(0).get("refuseMac").is_none());
+
+    // The emulated PF refuses what i40e refuses: this VF's netdev may not
+    // take the host's MAC back while the admin MAC is set.
+    let mut ops = plexus_sriov_device_plugin::cni::pf::EmulatedPf::new(r.state.clone());
+    let host_mac: plexus_netlink::MacAddr = before["address"].as_str().unwrap().parse().unwrap();
+    let e = plexus_sriov_device_plugin::cni::pf::PfOps::netdev_mac_allowed(&mut ops, 0, host_mac)
+        .unwrap_err();
+    assert!(e.contains("override administratively set MAC"), "{e}");
+
+    // DEL, the first time, through two more refusals.
+    refuse_mac(&r, 0, 2);
+    r.ok("DEL", Some(&pod), "c1", &conf);
+    let after = r.host.link("ensvf0").expect("the VF is back on the host");
+    assert_eq!(after["address"], before["address"]);
+    assert_eq!(
+        r.vf_state(0),
+        serde_json::from_str::<Value>(DEFAULTS).unwrap()
+    );
+    assert!(r.data_files().is_empty(), "{:?}", r.data_files());
+    assert!(r.leases().is_empty(), "{:?}", r.leases());
+
+    // A VF that never comes out of reset: ADD gives up after 20 tries
+    // (100 ms apart) with the driver's words, and leaves nothing.
+    refuse_mac(&r, 0, 25);
+    let out = r.run("ADD", Some(&pod), "c2", &conf);
+    let (code, msg) = cni_error(&out);
+    assert_eq!(code, 5, "{msg}");
+    assert!(
+        msg.contains("after 20 tries") && msg.contains("still in reset"),
+        "{msg}"
+    );
+    assert!(pod.link("net1").is_none());
+    assert_eq!(r.host.link("ensvf0").unwrap()["address"], before["address"]);
+    assert!(r.data_files().is_empty(), "{:?}", r.data_files());
+    assert!(r.leases().is_empty(), "{:?}", r.leases());
 }

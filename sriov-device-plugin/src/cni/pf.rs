@@ -40,6 +40,53 @@ pub trait PfOps {
     /// # Errors
     /// The PF (driver) refused; the message says what and why.
     fn set(&mut self, vf: u32, setting: &VfSetting) -> Result<(), String>;
+
+    /// Whether VF `vf`'s netdev may take `mac` as its own address. On some
+    /// NICs the PF decides: i40e and ice refuse an untrusted VF any MAC
+    /// but the one the PF set for it. On a real NIC the netdev's MAC write
+    /// gets that answer from the kernel itself, so the production PF says
+    /// yes here.
+    ///
+    /// # Errors
+    /// The PF would refuse; the message says why.
+    fn netdev_mac_allowed(&mut self, _vf: u32, _mac: MacAddr) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// How often a MAC write is tried, and how long apart: a VF that was just
+/// reset (as a DEL's own admin-MAC reset does on i40e and ice) refuses
+/// MAC writes until it is ready again. Upstream sriov-cni's figures.
+pub const MAC_TRIES: u32 = 20;
+/// See [`MAC_TRIES`].
+pub const MAC_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Sets VF `vf`'s admin MAC, tries again while the PF refuses or reads
+/// back another address, up to [`MAC_TRIES`] times.
+///
+/// # Errors
+/// The last refusal, or the address read back, after the last try.
+pub fn set_admin_mac(pf: &mut dyn PfOps, vf: u32, mac: MacAddr) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 0..MAC_TRIES {
+        if attempt > 0 {
+            std::thread::sleep(MAC_RETRY_INTERVAL);
+        }
+        match pf.set(vf, &VfSetting::Mac(mac)) {
+            Err(e) => last = e,
+            Ok(()) => match pf.get(vf) {
+                Ok(c) if c.mac == mac => {
+                    if attempt > 0 {
+                        tracing::info!(vf, %mac, attempt, "admin MAC taken after a retry");
+                    }
+                    return Ok(());
+                }
+                Ok(c) => last = format!("set MAC {mac}, the PF reads back {}", c.mac),
+                Err(e) => last = e,
+            },
+        }
+    }
+    Err(format!("after {MAC_TRIES} tries: {last}"))
 }
 
 /// The PF of VF `pf_address` as sysfs under `sysfs` shows it: emulated
@@ -55,7 +102,7 @@ pub fn open(
 ) -> Result<Box<dyn PfOps>, String> {
     let state = sysfs.device_dir(pf_address).join(EMULATED_STATE);
     if state.is_file() {
-        return Ok(Box::new(EmulatedPf { state }));
+        return Ok(Box::new(EmulatedPf::new(state)));
     }
     let name = pf_netdev.ok_or_else(|| {
         format!("PF {pf_address} has no netdev: VF attributes are set through the PF's netdev")
@@ -120,6 +167,15 @@ pub struct EmulatedVfState {
     pub trust: bool,
     /// `auto`, `enable`, `disable`.
     pub link_state: String,
+    /// Emulation only: how many more admin-MAC writes the PF refuses, as
+    /// i40e does while the VF is still resetting (tests set it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refuse_mac: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for EmulatedVfState {
@@ -135,6 +191,7 @@ impl Default for EmulatedVfState {
             spoofchk: true,
             trust: false,
             link_state: "auto".into(),
+            refuse_mac: 0,
         }
     }
 }
@@ -145,12 +202,47 @@ impl Default for EmulatedVfState {
 #[derive(Debug)]
 pub struct EmulatedPf {
     state: PathBuf,
+    /// The PF's driver, from the fake sysfs tree: the emulation refuses
+    /// what that driver refuses.
+    driver: Option<String>,
 }
 
 impl EmulatedPf {
-    /// The emulated PF whose state file is `state`.
+    /// The emulated PF whose state file is `state` (in the PF's directory,
+    /// whose `driver` link names the driver it behaves like).
     pub fn new(state: PathBuf) -> Self {
-        Self { state }
+        let driver = state
+            .parent()
+            .and_then(|d| std::fs::read_link(d.join("driver")).ok())
+            .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()));
+        Self { state, driver }
+    }
+
+    /// An Intel PF driver that polices VF MACs (i40e, ice).
+    fn intel(&self) -> bool {
+        matches!(self.driver.as_deref(), Some("i40e" | "ice"))
+    }
+
+    /// What the driver refuses outright, as its extended ack or kernel log
+    /// says it (i40e_ndo_set_vf_port_vlan, i40e_ndo_set_vf_bw).
+    fn refusal(&self, vf: u32, setting: &VfSetting) -> Option<String> {
+        match (self.driver.as_deref(), *setting) {
+            (
+                Some("i40e"),
+                VfSetting::Vlan {
+                    proto: VlanProto::Dot1Ad,
+                    ..
+                },
+            ) => Some(
+                "VF VLAN protocol is not supported: Protocol not supported (EPROTONOSUPPORT)"
+                    .into(),
+            ),
+            (Some("i40e"), VfSetting::Rate { min_mbps, .. }) if min_mbps > 0 => Some(format!(
+                "Invalid min tx rate ({min_mbps}) (greater than 0) specified for VF {vf}.: \
+                 Invalid argument (EINVAL)"
+            )),
+            _ => None,
+        }
     }
 
     /// Every VF's state; VFs never set are absent.
@@ -232,9 +324,20 @@ impl PfOps for EmulatedPf {
     }
 
     fn set(&mut self, vf: u32, setting: &VfSetting) -> Result<(), String> {
+        if let Some(e) = self.refusal(vf, setting) {
+            return Err(e);
+        }
         self.locked(|me| {
             let mut all = me.read()?;
             let s = all.entry(vf).or_default();
+            if matches!(setting, VfSetting::Mac(_)) && s.refuse_mac > 0 {
+                // i40e_ndo_set_vf_mac while the VF is still resetting.
+                s.refuse_mac -= 1;
+                me.write(&all)?;
+                return Err(format!(
+                    "VF {vf} still in reset. Try again.: Resource temporarily unavailable (EAGAIN)"
+                ));
+            }
             match *setting {
                 VfSetting::Mac(m) => s.mac = m.to_string(),
                 VfSetting::Vlan { id, qos, proto } => {
@@ -263,6 +366,23 @@ impl PfOps for EmulatedPf {
             }
             me.write(&all)
         })
+    }
+
+    fn netdev_mac_allowed(&mut self, vf: u32, mac: MacAddr) -> Result<(), String> {
+        if !self.intel() {
+            return Ok(());
+        }
+        let s = self.read()?.remove(&vf).unwrap_or_default();
+        let admin: MacAddr = s.mac.parse().unwrap_or(MacAddr([0; 6]));
+        // i40e_check_vf_permission: an untrusted VF whose MAC the PF set
+        // may not use another unicast address.
+        if !s.trust && admin != MacAddr([0; 6]) && admin != mac {
+            return Err(format!(
+                "VF {vf} attempting to override administratively set MAC address {admin} with \
+                 {mac}: Operation not permitted (EPERM)"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -156,9 +156,6 @@ fn apply_vf(pf: &mut dyn PfOps, c: &NetConf, vf: u32) -> Result<(), CniError> {
             proto: c.vlan_proto.unwrap_or_default(),
         });
     }
-    if let Some(m) = c.mac {
-        settings.push(VfSetting::Mac(m));
-    }
     if c.min_tx_rate.is_some() || c.max_tx_rate.is_some() {
         settings.push(VfSetting::Rate {
             min_mbps: c.min_tx_rate.unwrap_or(0),
@@ -174,11 +171,62 @@ fn apply_vf(pf: &mut dyn PfOps, c: &NetConf, vf: u32) -> Result<(), CniError> {
     if let Some(m) = c.link_state {
         settings.push(VfSetting::LinkState(m));
     }
-    for s in &settings {
+    // Upstream's order: VLAN, then the MAC (retried: a VF just reset
+    // refuses it for a while), then the rest.
+    let mut rest = settings.iter();
+    if c.vlan.is_some()
+        && let Some(v) = rest.next()
+    {
+        pf.set(vf, v)
+            .map_err(|e| io(format!("VF {vf} of the PF: {e}")))?;
+    }
+    if let Some(m) = c.mac {
+        pf::set_admin_mac(pf, vf, m).map_err(|e| io(format!("VF {vf} of the PF: MAC {m}: {e}")))?;
+    }
+    for s in rest {
         pf.set(vf, s)
             .map_err(|e| io(format!("VF {vf} of the PF: {e}")))?;
     }
     Ok(())
+}
+
+/// Sets the VF netdev `index` (in `nl`'s namespace) to `mac`, as the PF
+/// allows it, read back; tried [`pf::MAC_TRIES`] times like the admin MAC.
+fn set_netdev_mac(
+    nl: &mut Netlink,
+    index: u32,
+    mac: MacAddr,
+    pf: Option<&mut (dyn PfOps + '_)>,
+    vf: u32,
+) -> Result<(), String> {
+    let mut pf = pf;
+    let mut last = String::new();
+    for attempt in 0..pf::MAC_TRIES {
+        if attempt > 0 {
+            std::thread::sleep(pf::MAC_RETRY_INTERVAL);
+        }
+        if let Some(p) = pf.as_deref_mut()
+            && let Err(e) = p.netdev_mac_allowed(vf, mac)
+        {
+            last = e;
+            continue;
+        }
+        if let Err(e) = link::set_mac(nl, index, mac) {
+            last = e.to_string();
+            continue;
+        }
+        match link::get(nl, index) {
+            Ok(l) if l.mac == Some(mac) => return Ok(()),
+            Ok(l) => {
+                last = format!(
+                    "set MAC {mac}, the netdev reads back {}",
+                    l.mac.map(|m| m.to_string()).unwrap_or_default()
+                );
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("after {} tries: {last}", pf::MAC_TRIES))
 }
 
 /// Puts back the PF-side attributes ADD set.
@@ -196,11 +244,6 @@ fn restore_vf(pf: &mut dyn PfOps, a: &Attachment) -> Result<(), String> {
                 VlanProto::Dot1Q
             },
         });
-    }
-    if ch.mac
-        && let Ok(m) = s.mac.parse::<MacAddr>()
-    {
-        settings.push(VfSetting::Mac(m));
     }
     if ch.rate {
         settings.push(VfSetting::Rate {
@@ -225,10 +268,23 @@ fn restore_vf(pf: &mut dyn PfOps, a: &Attachment) -> Result<(), String> {
             _ => VfLinkMode::Auto,
         }));
     }
-    let errs: Vec<String> = settings
-        .iter()
-        .filter_map(|st| pf.set(a.vf_index, st).err())
-        .collect();
+    let mut errs = Vec::new();
+    let mut rest = settings.iter();
+    if ch.vlan
+        && let Some(v) = rest.next()
+        && let Err(e) = pf.set(a.vf_index, v)
+    {
+        errs.push(e);
+    }
+    // The admin MAC before the netdev's: i40e and ice refuse an untrusted
+    // VF's netdev any MAC but the admin one while that is set.
+    if ch.mac
+        && let Ok(m) = s.mac.parse::<MacAddr>()
+        && let Err(e) = pf::set_admin_mac(pf, a.vf_index, m)
+    {
+        errs.push(format!("MAC {m}: {e}"));
+    }
+    errs.extend(rest.filter_map(|st| pf.set(a.vf_index, st).err()));
     if errs.is_empty() {
         Ok(())
     } else {
@@ -248,6 +304,7 @@ fn move_in(
     pod: &File,
     pod_path: &Path,
     mac: Option<MacAddr>,
+    (pf, vf): (&mut dyn PfOps, u32),
 ) -> Result<(MacAddr, u32, u32), String> {
     link::set_down(host, l.index).map_err(|e| e.to_string())?;
     link::set_netns_named(host, l.index, pod.as_fd(), ifname).map_err(|e| e.to_string())?;
@@ -260,7 +317,7 @@ fn move_in(
         let _ = link::del_altname(&mut p, inside.index, &l.name);
     }
     if let Some(m) = mac {
-        link::set_mac(&mut p, inside.index, m).map_err(|e| e.to_string())?;
+        set_netdev_mac(&mut p, inside.index, m, Some(pf), vf)?;
     }
     link::set_up(&mut p, inside.index).map_err(|e| e.to_string())?;
     let now = link::get(&mut p, inside.index).map_err(|e| e.to_string())?;
@@ -274,13 +331,13 @@ fn move_in(
 /// Puts the netdev of `a` back on the host under its old name, MAC and
 /// MTU. The pod's namespace may be gone (a physical VF then went back to
 /// the host by itself, under its pod name or one the kernel chose).
-fn move_out(a: &Attachment) -> Result<(), String> {
+fn move_out(a: &Attachment, mut pf: Option<&mut (dyn PfOps + '_)>) -> Result<(), String> {
     let Some(host_name) = &a.host_ifname else {
         return Ok(());
     };
-    let restore = |nl: &mut Netlink, index: u32| -> Result<(), String> {
+    let mut restore = |nl: &mut Netlink, index: u32| -> Result<(), String> {
         if let Some(m) = a.host_mac.as_deref().and_then(|m| m.parse().ok()) {
-            link::set_mac(nl, index, m).map_err(|e| e.to_string())?;
+            set_netdev_mac(nl, index, m, pf.as_deref_mut(), a.vf_index)?;
         }
         if let Some(mtu) = a.host_mtu {
             link::set_mtu(nl, index, mtu).map_err(|e| e.to_string())?;
@@ -443,27 +500,39 @@ fn teardown(
         }
         return store.forget(&a.container_id, &a.ifname);
     }
-    if netdev
-        && !a.dpdk
-        && a.stage != Stage::Prepared
-        && let Err(e) = move_out(a)
-    {
-        errs.push(format!("VF netdev {}: {e}", a.ifname));
-    }
-    if a.changed != Changed::default() {
-        if sysfs.device_dir(&a.device_id).exists() {
-            match pf::open(sysfs, &a.pf_address, a.pf_netdev.as_deref()) {
-                Ok(mut pf) => {
-                    if let Err(e) = restore_vf(pf.as_mut(), a) {
-                        errs.push(format!("restoring VF {}: {e}", a.device_id));
-                    }
+    // The PF side first, then the netdev (upstream's order): i40e and ice
+    // refuse an untrusted VF's netdev its old MAC while the admin MAC ADD
+    // set is still in place.
+    let present = sysfs.device_dir(&a.device_id).exists();
+    let mut pf = if present {
+        match pf::open(sysfs, &a.pf_address, a.pf_netdev.as_deref()) {
+            Ok(pf) => Some(pf),
+            Err(e) => {
+                if a.changed != Changed::default() {
+                    errs.push(format!("restoring VF {}: {e}", a.device_id));
                 }
-                Err(e) => errs.push(format!("restoring VF {}: {e}", a.device_id)),
+                None
             }
-        } else {
+        }
+    } else {
+        None
+    };
+    if a.changed != Changed::default() {
+        if let Some(pf) = pf.as_mut() {
+            if let Err(e) = restore_vf(pf.as_mut(), a) {
+                errs.push(format!("restoring VF {}: {e}", a.device_id));
+            }
+        } else if !present {
             // The VF is gone (PF reset or unplugged): its settings with it.
             tracing::warn!(vf = %a.device_id, "VF gone; nothing to restore");
         }
+    }
+    if netdev
+        && !a.dpdk
+        && a.stage != Stage::Prepared
+        && let Err(e) = move_out(a, pf.as_deref_mut())
+    {
+        errs.push(format!("VF netdev {}: {e}", a.ifname));
     }
     if !errs.is_empty() {
         return Err(errs.join("; "));
@@ -499,6 +568,7 @@ impl Sriov {
                     &pod,
                     Path::new(&netns),
                     conf.mac,
+                    (pf, vf.index),
                 )
                 .map_err(|e| io(format!("moving VF {} into the pod: {e}", vf.address)))?;
                 pod_nl = Some((nl_in(Path::new(&netns)).map_err(io)?, index));
