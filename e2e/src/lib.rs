@@ -93,7 +93,8 @@ pub fn steps(stdout: &[u8]) -> Vec<Value> {
 }
 
 /// `sriov-device-plugin` (the daemon) as tests and benchmarks start it in
-/// `ns`: config `<dir>/config.json`, kubelet directories and device-info
+/// `ns`: config `<dir>/config.json`, kubelet directories, device-info and
+/// the device root (`<dir>/dev`, empty until a test puts nodes there)
 /// under `dir`, sysfs at `sysfs`; add the intervals and the log level.
 ///
 /// # Panics
@@ -110,7 +111,9 @@ pub fn device_plugin(ns: &plexus_testkit::NetNs, dir: &Path, sysfs: &Path) -> Co
         .arg("--plugins-registry-dir")
         .arg(dir.join("plugins_registry"))
         .arg("--devinfo-dir")
-        .arg(dir.join("devinfo/dp"));
+        .arg(dir.join("devinfo/dp"))
+        .arg("--dev-root")
+        .arg(dir.join("dev"));
     cmd
 }
 

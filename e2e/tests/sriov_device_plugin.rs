@@ -500,7 +500,42 @@ fn an_allocated_vf_stays_in_its_rdma_pool_while_its_rdma_device_is_in_the_pod() 
 
     let r = kubelet.allocate(RDMA, &[&vfs[0]]).unwrap();
     let info: Value = serde_json::from_str(&r.envs["PCIDEVICE_NVIDIA_COM_CX5_RDMA_INFO"]).unwrap();
-    assert_eq!(info[&vfs[0]]["rdma"]["rdma_dev"], "mlx5_2", "{info}");
+    // No rdma_cm under the device root (rdma_ucm not loaded): left out,
+    // or container creation would fail on the missing node.
+    assert_eq!(
+        info[&vfs[0]]["rdma"],
+        json!({"rdma_dev": "mlx5_2", "uverbs": "/dev/infiniband/uverbs2",
+               "umad": "/dev/infiniband/umad2", "issm": "/dev/infiniband/issm2"}),
+        "{info}"
+    );
+    let nodes = |r: &plexus_kubelet_api::deviceplugin::v1beta1::ContainerAllocateResponse| {
+        r.devices
+            .iter()
+            .map(|s| s.host_path.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        nodes(&r),
+        [
+            "/dev/infiniband/uverbs2",
+            "/dev/infiniband/issm2",
+            "/dev/infiniband/umad2"
+        ]
+    );
+    let devinfo = d.join(format!(
+        "devinfo/dp/nvidia.com-cx5_rdma-{}-device.json",
+        vfs[0]
+    ));
+    let v: Value = serde_json::from_slice(&fs::read(&devinfo).unwrap()).unwrap();
+    assert_eq!(v["pci"]["rdma-device"], "mlx5_2", "{v}");
+    // rdma_ucm loaded: the node is given.
+    fs::create_dir_all(d.join("dev/infiniband")).unwrap();
+    fs::write(d.join("dev/infiniband/rdma_cm"), "").unwrap();
+    let r2 = kubelet.allocate(RDMA, &[&vfs[2]]).unwrap();
+    assert_eq!(
+        nodes(&r2).last().map(String::as_str),
+        Some("/dev/infiniband/rdma_cm")
+    );
     // The pod's netns takes the netdev and, in exclusive mode, the RDMA
     // device.
     fake.remove_netdev(&vfs[0], "enp59s0f0v0");

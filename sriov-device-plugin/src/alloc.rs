@@ -41,8 +41,44 @@ fn is_vfio(d: &PoolDevice) -> bool {
     d.dev.driver.as_deref() == Some("vfio-pci")
 }
 
+/// Device nodes that exist only when their module is loaded (`rdma_ucm`,
+/// `vhost_net`, `tun`): a DeviceSpec naming a missing one makes container
+/// creation fail, so each is given only when it exists under the device
+/// root (`/dev`, or a test's directory), as upstream does for vhost-net.
+const RDMA_CM: &str = "/dev/infiniband/rdma_cm";
+const VHOST_NET: &str = "/dev/vhost-net";
+const TUN: &str = "/dev/net/tun";
+
+/// Whether the device node `path` (`/dev/...`) exists under `dev_root`.
+fn node_exists(dev_root: &Path, path: &str) -> bool {
+    let rel = path.strip_prefix("/dev/").unwrap_or(path);
+    let ok = dev_root.join(rel).exists();
+    if !ok {
+        tracing::warn!(
+            node = path,
+            dev_root = %dev_root.display(),
+            "device node missing (module not loaded?): left out of the container"
+        );
+    }
+    ok
+}
+
+/// The RDMA character devices of a device, as upstream's rdma provider
+/// gives them: verbs, then umad/issm, then `rdma_cm` when it exists.
+fn rdma_nodes(d: &PoolDevice, dev_root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = d.dev.uverbs.iter().chain(&d.dev.mad).cloned().collect();
+    if node_exists(dev_root, RDMA_CM) {
+        v.push(RDMA_CM.into());
+    }
+    v
+}
+
+fn is_uio(d: &PoolDevice) -> bool {
+    matches!(d.dev.driver.as_deref(), Some("uio_pci_generic" | "igb_uio"))
+}
+
 /// The `_INFO` entry of one device.
-fn info(pool: &PoolConfig, d: &PoolDevice) -> Value {
+fn info(pool: &PoolConfig, d: &PoolDevice, dev_root: &Path) -> Value {
     let mut m = Map::new();
     m.insert("generic".into(), json!({"deviceID": d.dev.address}));
     if is_vfio(d)
@@ -56,16 +92,21 @@ fn info(pool: &PoolConfig, d: &PoolDevice) -> Value {
     if d.is_rdma && !d.dev.rdma.is_empty() {
         let mut r = Map::new();
         r.insert("rdma_dev".into(), d.dev.rdma[0].clone().into());
-        if let Some(u) = d.dev.uverbs.first() {
-            r.insert("uverbs".into(), u.clone().into());
+        // Upstream's keys, one node each (the first of a kind).
+        for n in rdma_nodes(d, dev_root) {
+            let key = ["uverbs", "umad", "issm", "rdma_cm"]
+                .into_iter()
+                .find(|k| n.contains(k));
+            if let Some(k) = key {
+                r.entry(k).or_insert_with(|| n.into());
+            }
         }
-        r.insert("rdma_cm".into(), "/dev/infiniband/rdma_cm".into());
         m.insert("rdma".into(), Value::Object(r));
     }
     if d.need_vhost_net {
         m.insert(
             "vhost".into(),
-            json!({"net-mount": "/dev/vhost-net", "tun-mount": "/dev/net/tun"}),
+            json!({"net-mount": VHOST_NET, "tun-mount": TUN}),
         );
     }
     // Keyed by PCI address; a subfunction's is its parent's (upstream).
@@ -90,7 +131,7 @@ fn spec(container: &str, host: &str) -> DeviceSpec {
 }
 
 /// The device nodes one device needs in the container.
-fn specs(d: &PoolDevice) -> Vec<DeviceSpec> {
+fn specs(d: &PoolDevice, dev_root: &Path) -> Vec<DeviceSpec> {
     let mut v = Vec::new();
     if is_vfio(d)
         && let Some(g) = d.dev.iommu_group
@@ -103,15 +144,24 @@ fn specs(d: &PoolDevice) -> Vec<DeviceSpec> {
         };
         v.push(spec(&format!("/dev/vfio/{g}"), &host));
     }
-    if d.is_rdma && !d.dev.rdma.is_empty() {
-        for u in &d.dev.uverbs {
-            v.push(spec(u, u));
+    if is_uio(d) {
+        // Upstream's uio provider: `mrw`.
+        for u in &d.dev.uio {
+            v.push(DeviceSpec {
+                permissions: "mrw".into(),
+                ..spec(u, u)
+            });
         }
-        v.push(spec("/dev/infiniband/rdma_cm", "/dev/infiniband/rdma_cm"));
     }
-    if d.need_vhost_net {
-        v.push(spec("/dev/vhost-net", "/dev/vhost-net"));
-        v.push(spec("/dev/net/tun", "/dev/net/tun"));
+    if d.is_rdma && !d.dev.rdma.is_empty() {
+        for n in rdma_nodes(d, dev_root) {
+            v.push(spec(&n, &n));
+        }
+    }
+    // Upstream gives both or neither.
+    if d.need_vhost_net && node_exists(dev_root, VHOST_NET) && node_exists(dev_root, TUN) {
+        v.push(spec(VHOST_NET, VHOST_NET));
+        v.push(spec(TUN, TUN));
     }
     v
 }
@@ -134,6 +184,7 @@ pub fn container_response(
     pool: &PoolConfig,
     devices: &HashMap<String, PoolDevice>,
     ids: &[String],
+    dev_root: &Path,
 ) -> Result<ContainerAllocateResponse, UnknownDevice> {
     let mut envs = HashMap::new();
     let mut infos = Map::new();
@@ -144,8 +195,8 @@ pub fn container_response(
             id: id.clone(),
             resource: pool.resource(),
         })?;
-        infos.insert(id.clone(), info(pool, d));
-        for s in specs(d) {
+        infos.insert(id.clone(), info(pool, d, dev_root));
+        for s in specs(d, dev_root) {
             if seen.insert(s.host_path.clone()) {
                 out_specs.push(s);
             }
@@ -192,8 +243,9 @@ pub fn device_info(d: &PoolDevice) -> Value {
             pci.insert("representor-device".into(), r.clone().into());
         }
     }
-    if let Some(r) = d.dev.rdma.first().filter(|_| d.is_rdma) {
-        pci.insert("rdma-device".into(), r.clone().into());
+    if d.is_rdma && !d.dev.rdma.is_empty() {
+        // Every RDMA device of the function (a multi-port one has several).
+        pci.insert("rdma-device".into(), d.dev.rdma.join(",").into());
     }
     if d.need_vhost_net {
         pci.insert("vhost-net".into(), "/dev/vhost-net".into());
@@ -346,6 +398,8 @@ mod tests {
                 link_type: None,
                 rdma: Vec::new(),
                 uverbs: Vec::new(),
+                mad: Vec::new(),
+                uio: Vec::new(),
                 aux_type: None,
             },
             need_vhost_net: false,
@@ -438,7 +492,8 @@ mod tests {
         .pools
         .remove(0);
         let devices = map(vec![dev("0000:3b:02.0", "0000:3b:00.0", 0, "vfio-pci", 90)]);
-        let r = container_response(&pool, &devices, &["0000:3b:02.0".into()]).unwrap();
+        let r = container_response(&pool, &devices, &["0000:3b:02.0".into()], Path::new("/dev"))
+            .unwrap();
         assert_eq!(r.envs["PCIDEVICE_INTEL_COM_X710-DPDK"], "0000:3b:02.0");
         assert_eq!(r.envs["PCIDEVICE_INTEL_COM_X710_DPDK"], "0000:3b:02.0");
         let info: Value =
@@ -461,10 +516,49 @@ mod tests {
                 ("/dev/vfio/90", "/dev/vfio/90")
             ]
         );
-        let e = container_response(&pool, &devices, &["0000:00:00.0".into()]).unwrap_err();
+        let e = container_response(&pool, &devices, &["0000:00:00.0".into()], Path::new("/dev"))
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "device 0000:00:00.0 is not in pool intel.com/x710-dpdk"
+        );
+    }
+
+    #[test]
+    fn module_nodes_are_given_only_when_they_exist_and_uio_devices_are() {
+        let pool = crate::config::parse(
+            r#"{"resourceList": [{"resourceName": "vhost", "selectors": {"needVhostNet": true}}]}"#,
+            "intel.com",
+        )
+        .pools
+        .remove(0);
+        let mut d = dev("0000:3b:02.0", "0000:3b:00.0", 0, "uio_pci_generic", 7);
+        d.need_vhost_net = true;
+        d.dev.uio = vec!["/dev/uio3".into()];
+        let devices = map(vec![d]);
+        let root = tempfile::tempdir().unwrap();
+        let nodes = |root: &Path| -> Vec<(String, String)> {
+            container_response(&pool, &devices, &["0000:3b:02.0".into()], root)
+                .unwrap()
+                .devices
+                .into_iter()
+                .map(|s| (s.host_path, s.permissions))
+                .collect()
+        };
+        // Neither vhost-net nor tun: only the UIO node (upstream's `mrw`).
+        assert_eq!(nodes(root.path()), [("/dev/uio3".into(), "mrw".into())]);
+        // vhost-net without tun: still neither (upstream gives both or none).
+        fs::write(root.path().join("vhost-net"), "").unwrap();
+        assert_eq!(nodes(root.path()).len(), 1);
+        fs::create_dir_all(root.path().join("net")).unwrap();
+        fs::write(root.path().join("net/tun"), "").unwrap();
+        assert_eq!(
+            nodes(root.path()),
+            [
+                ("/dev/uio3".into(), "mrw".into()),
+                ("/dev/vhost-net".into(), "rw".into()),
+                ("/dev/net/tun".into(), "rw".into())
+            ]
         );
     }
 }

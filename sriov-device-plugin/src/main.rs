@@ -40,6 +40,10 @@ struct Cli {
     /// Where device-info files for CNIs go.
     #[arg(long, default_value = "/var/run/k8s.cni.cncf.io/devinfo/dp")]
     devinfo_dir: PathBuf,
+    /// Where device nodes are: `rdma_cm`, `vhost-net` and `tun` are given
+    /// to containers only when they exist here.
+    #[arg(long, default_value = "/dev")]
+    dev_root: PathBuf,
     /// Health check (and config re-read) interval, in milliseconds.
     #[arg(long, default_value_t = 500)]
     health_interval_ms: u64,
@@ -135,6 +139,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         device_plugin_dir: cli.device_plugin_dir,
         plugins_registry_dir: cli.plugins_registry_dir,
         devinfo_dir: cli.devinfo_dir,
+        dev_root: cli.dev_root,
         health_interval: Duration::from_millis(cli.health_interval_ms.max(10)),
         rescan_interval: Duration::from_millis(cli.rescan_interval_ms.max(10)),
     };

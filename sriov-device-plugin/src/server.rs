@@ -77,6 +77,10 @@ pub struct Options {
     pub plugins_registry_dir: PathBuf,
     /// Where device-info files go (`.../devinfo/dp`).
     pub devinfo_dir: PathBuf,
+    /// Where device nodes are (`/dev`): nodes that need a module
+    /// (`rdma_cm`, `vhost-net`, `tun`) are given to containers only when
+    /// they exist here.
+    pub dev_root: PathBuf,
     /// How often health is checked (and the config re-read).
     pub health_interval: Duration,
     /// How often devices are rescanned.
@@ -128,6 +132,7 @@ struct Shared {
     state: RwLock<PoolState>,
     tx: watch::Sender<Published>,
     devinfo_dir: PathBuf,
+    dev_root: PathBuf,
     /// Set by the kubelet's NotifyRegistrationStatus (watcher mode).
     registration_failed: std::sync::atomic::AtomicBool,
 }
@@ -209,8 +214,13 @@ impl DevicePlugin for Plugin {
         let mut st = self.0.state.write().expect("pool state");
         let mut container_responses = Vec::new();
         for c in &req.into_inner().container_requests {
-            let r = alloc::container_response(&st.config, &st.devices, &c.devices_ids)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let r = alloc::container_response(
+                &st.config,
+                &st.devices,
+                &c.devices_ids,
+                &self.0.dev_root,
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
             for id in &c.devices_ids {
                 let d = &st.devices[id];
                 match alloc::write_device_info(&self.0.devinfo_dir, &st.config, d) {
@@ -451,6 +461,7 @@ impl Daemon {
                         state: RwLock::new(state),
                         tx,
                         devinfo_dir: self.opts.devinfo_dir.clone(),
+                        dev_root: self.opts.dev_root.clone(),
                         registration_failed: false.into(),
                     });
                     let socket = self

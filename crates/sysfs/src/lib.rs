@@ -103,6 +103,14 @@ pub struct PciDevice {
     pub rdma: Vec<String>,
     /// Its RDMA verbs character devices, `/dev/infiniband/uverbs<N>`.
     pub uverbs: Vec<String>,
+    /// Its RDMA management character devices (`infiniband_mad/`):
+    /// `/dev/infiniband/umad<N>` and `/dev/infiniband/issm<N>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mad: Vec<String>,
+    /// Its UIO character devices (`uio/uio<N>`, with `uio_pci_generic`
+    /// or `igb_uio`), as `/dev/uio<N>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uio: Vec<String>,
     /// Set for an auxiliary device (a subfunction, `mlx5_core.sf.4`): its
     /// type, the middle part of its name (`sf`). `address` is then that
     /// name; `pf` is the parent PCI device, with the SF number (`sfnum`)
@@ -246,6 +254,7 @@ struct Ports {
     link_type: Option<String>,
     rdma: Vec<String>,
     uverbs: Vec<String>,
+    mad: Vec<String>,
 }
 
 /// What a scan reads once per PF.
@@ -559,6 +568,12 @@ impl Sysfs {
             link_type: ports.link_type,
             rdma: ports.rdma,
             uverbs: ports.uverbs,
+            mad: ports.mad,
+            uio: Self::list(&dir.join("uio"))
+                .into_iter()
+                .filter(|n| n.starts_with("uio"))
+                .map(|n| format!("/dev/{n}"))
+                .collect(),
             aux_type: None,
         })
     }
@@ -572,14 +587,16 @@ impl Sysfs {
                 .map(link_type_name)
         });
         let rdma = Self::list(&self.device_dir(id).join("infiniband"));
+        let (uverbs, mad) = if rdma.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            (self.uverbs(id), self.mad(id))
+        };
         Ports {
             netdevs,
             link_type,
-            uverbs: if rdma.is_empty() {
-                Vec::new()
-            } else {
-                self.uverbs(id)
-            },
+            uverbs,
+            mad,
             rdma,
         }
     }
@@ -624,6 +641,8 @@ impl Sysfs {
             link_type: ports.link_type,
             rdma: ports.rdma,
             uverbs: ports.uverbs,
+            mad: ports.mad,
+            uio: Vec::new(),
             aux_type: aux_type(name).map(str::to_owned),
             ..parent.clone()
         }
@@ -671,6 +690,17 @@ impl Sysfs {
     pub fn uverbs(&self, address: &str) -> Vec<String> {
         Self::list(&self.device_dir(address).join("infiniband_verbs"))
             .into_iter()
+            .map(|n| format!("/dev/infiniband/{n}"))
+            .collect()
+    }
+
+    /// The `umad`/`issm` character devices of an RDMA-capable device
+    /// (`infiniband_mad/`), as `/dev/infiniband/...` paths.
+    #[must_use]
+    pub fn mad(&self, address: &str) -> Vec<String> {
+        Self::list(&self.device_dir(address).join("infiniband_mad"))
+            .into_iter()
+            .filter(|n| n.starts_with("umad") || n.starts_with("issm"))
             .map(|n| format!("/dev/infiniband/{n}"))
             .collect()
     }

@@ -218,3 +218,37 @@ fn subfunctions_are_found_under_their_pf_with_their_sf_number() {
     assert_eq!(by(DEFAULT_PF_BDF).aux_type, None);
     assert_eq!(by(DEFAULT_PF_BDF).netdevs, ["a_rep0", "enp59s0f0np0"]);
 }
+
+#[test]
+fn a_vfs_rdma_and_uio_character_devices() {
+    let fake = FakeSysfs::new();
+    fake.pf(PfSpec::connectx5());
+    let rdma = fake.vf(DEFAULT_PF_BDF, 0, VfSpec::connectx5()).bdf;
+    fake.add_rdma(&rdma, "mlx5_2", 2);
+    let uio = fake
+        .vf(
+            DEFAULT_PF_BDF,
+            1,
+            VfSpec {
+                driver: Some("uio_pci_generic".into()),
+                ..VfSpec::connectx5()
+            },
+        )
+        .bdf;
+    fake.add_uio(&uio, 5);
+    let scan = Sysfs::new(fake.root()).scan().unwrap();
+    let by = |a: &str| scan.devices.iter().find(|d| d.address == a).unwrap();
+    let r = by(&rdma);
+    assert_eq!(r.rdma, ["mlx5_2"]);
+    assert_eq!(r.uverbs, ["/dev/infiniband/uverbs2"]);
+    assert_eq!(r.mad, ["/dev/infiniband/issm2", "/dev/infiniband/umad2"]);
+    assert!(r.uio.is_empty());
+    let u = by(&uio);
+    assert_eq!(u.uio, ["/dev/uio5"]);
+    assert!(u.rdma.is_empty() && u.mad.is_empty());
+    // In exclusive mode, in a pod: none of it on the host.
+    fake.hide_rdma(&rdma);
+    let scan = Sysfs::new(fake.root()).scan().unwrap();
+    let r = scan.devices.iter().find(|d| d.address == rdma).unwrap();
+    assert!(r.rdma.is_empty() && r.uverbs.is_empty() && r.mad.is_empty());
+}

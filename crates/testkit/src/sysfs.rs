@@ -612,9 +612,10 @@ impl FakeSysfs {
         name
     }
 
-    /// Gives the device at `bdf` the RDMA device `name` with verbs device
-    /// `uverbs<uverbs>` (`infiniband/<name>/`, `infiniband_verbs/uverbs<N>/`),
-    /// as mlx5_ib adds one to every mlx5 PCI function.
+    /// Gives the device at `bdf` the RDMA device `name` with its character
+    /// devices numbered `uverbs` (`infiniband/<name>/`,
+    /// `infiniband_verbs/uverbs<N>/`, `infiniband_mad/umad<N>/` and
+    /// `issm<N>/`), as mlx5_ib adds one to every mlx5 PCI function.
     ///
     /// # Panics
     ///
@@ -624,24 +625,40 @@ impl FakeSysfs {
         assert!(dir.is_dir(), "no device {bdf} in fake sysfs");
         mkdir(&dir.join("infiniband").join(name));
         mkdir(&dir.join(format!("infiniband_verbs/uverbs{uverbs}")));
+        mkdir(&dir.join(format!("infiniband_mad/umad{uverbs}")));
+        mkdir(&dir.join(format!("infiniband_mad/issm{uverbs}")));
+    }
+
+    /// Gives the device at `bdf` the UIO device `uio<n>` (`uio/uio<n>/`),
+    /// as `uio_pci_generic` or `igb_uio` make one when they bind.
+    ///
+    /// # Panics
+    ///
+    /// If the device is missing or on an I/O error.
+    pub fn add_uio(&self, bdf: &str, n: u32) {
+        let dir = self.device_dir(bdf);
+        assert!(dir.is_dir(), "no device {bdf} in fake sysfs");
+        mkdir(&dir.join(format!("uio/uio{n}")));
     }
 
     /// Takes the RDMA devices of `bdf` off the host, as the kernel does
     /// when one moves to a pod's netns while the RDMA subsystem is in
     /// exclusive netns mode (`rdma system set netns exclusive`): the
-    /// device's `infiniband/` and `infiniband_verbs/` become empty.
+    /// device's `infiniband/`, `infiniband_verbs/` and `infiniband_mad/`
+    /// become empty.
     ///
     /// # Panics
     ///
     /// If the device has no RDMA device, or on an I/O error.
     pub fn hide_rdma(&self, bdf: &str) {
         let dir = self.device_dir(bdf);
-        for sub in ["infiniband", "infiniband_verbs"] {
+        for sub in ["infiniband", "infiniband_verbs", "infiniband_mad"] {
             let d = dir.join(sub);
-            let entries: Vec<_> = fs::read_dir(&d)
-                .unwrap_or_else(|e| panic!("{bdf} has no {sub}/: {e}"))
-                .flatten()
-                .collect();
+            let entries: Vec<_> = match fs::read_dir(&d) {
+                Ok(rd) => rd.flatten().collect(),
+                Err(_) if sub != "infiniband" => continue,
+                Err(e) => panic!("{bdf} has no {sub}/: {e}"),
+            };
             for e in entries {
                 fs::remove_dir_all(e.path())
                     .unwrap_or_else(|err| panic!("remove {}: {err}", e.path().display()));
