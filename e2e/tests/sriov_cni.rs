@@ -732,3 +732,62 @@ fn del_of_an_untrusted_intel_vf_with_a_mac_resets_the_pf_side_first_and_retries(
     assert!(r.data_files().is_empty(), "{:?}", r.data_files());
     assert!(r.leases().is_empty(), "{:?}", r.leases());
 }
+
+/// The wire's neighbour entry for `ip` (`ip neigh show`), if any.
+fn wire_neigh(r: &Rig, ip: &str) -> String {
+    r.wire.sh("ip", &["neigh", "show", ip, "dev", "sw0"])
+}
+
+/// An address IPAM hands out may have been another pod's a moment ago:
+/// the wire still maps it to that pod's MAC. ADD announces the new owner
+/// (gratuitous ARP, unsolicited NA), so the wire's entries follow at once,
+/// and turns on arp_notify/ndisc_notify for later changes.
+#[test]
+fn add_announces_the_pods_addresses_so_neighbours_drop_a_stale_mac() {
+    let r = rig(1);
+    let pod = NetNs::with_prefix("sr-garp").unwrap();
+    let old = "02:de:ad:00:00:01";
+    for (ip, fam) in [("10.56.0.10", "-4"), ("fd00:56::a", "-6")] {
+        r.wire.sh(
+            "ip",
+            &[
+                fam, "neigh", "add", ip, "lladdr", old, "dev", "sw0", "nud", "stale",
+            ],
+        );
+        assert!(wire_neigh(&r, ip).contains(old));
+    }
+    let conf = r.conf(
+        &r.vfs[0].vf_bdf,
+        &json!({"mac": "02:56:00:00:00:0b", "trust": "on",
+                "ipam": {"type": "host-local", "dataDir": r.ipam_dir(), "ranges": [
+                    [{"subnet": "10.56.0.0/24", "rangeStart": "10.56.0.10"}],
+                    [{"subnet": "fd00:56::/64", "rangeStart": "fd00:56::a"}]]}}),
+    );
+    let res = r.ok("ADD", Some(&pod), "c1", &conf);
+    let ips: Vec<&str> = res["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips, ["10.56.0.10/24", "fd00:56::a/64"]);
+    for ip in ["10.56.0.10", "fd00:56::a"] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !wire_neigh(&r, ip).contains("02:56:00:00:00:0b") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the wire still maps {ip} to the old MAC: {}",
+                wire_neigh(&r, ip)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    for key in [
+        "net.ipv4.conf.net1.arp_notify",
+        "net.ipv6.conf.net1.ndisc_notify",
+    ] {
+        assert_eq!(pod.sh("sysctl", &["-n", key]).trim(), "1", "{key}");
+    }
+    r.ok("DEL", Some(&pod), "c1", &conf);
+    assert!(r.leases().is_empty(), "{:?}", r.leases());
+}

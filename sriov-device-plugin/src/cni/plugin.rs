@@ -41,6 +41,7 @@ use plexus_sysfs::Sysfs;
 use serde_json::Value;
 
 use super::{
+    announce,
     conf::{self, NetConf},
     pf::{self, PfOps},
     state::{Allocation, Attachment, Changed, SavedVf, Stage, Store},
@@ -624,6 +625,14 @@ impl Sriov {
             if let Some((nl, index)) = pod_nl.as_mut() {
                 configure(nl, *index, &r)
                     .map_err(|e| io(format!("configuring {}: {e}", req.ifname)))?;
+                // The address may have been another pod's a moment ago:
+                // tell the neighbours (best effort, as upstream).
+                if let Some(m) = mac {
+                    let ips: Vec<_> = r.ips.iter().map(|i| i.address.addr()).collect();
+                    for e in announce::announce(Path::new(&netns), &req.ifname, *index, m, &ips) {
+                        tracing::warn!(ifname = %req.ifname, error = e, "announcing the addresses");
+                    }
+                }
             }
             result.ips = r
                 .ips
