@@ -118,6 +118,36 @@ impl Rig {
         child.wait_with_output().unwrap()
     }
 
+    /// A CNI call with `CNI_NETNS` set to `path`, which may no longer
+    /// exist (the runtime passes the path it had).
+    fn run_with_netns_path(
+        &self,
+        cmd: &str,
+        path: &std::path::Path,
+        cid: &str,
+        conf: &Value,
+    ) -> Output {
+        use std::io::Write as _;
+        let mut c = self.host.command(bin("sriov")).unwrap();
+        c.env_clear()
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", cid)
+            .env("CNI_IFNAME", "net1")
+            .env("CNI_NETNS", path)
+            .env("CNI_PATH", REFERENCE_PLUGINS)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     fn ok(&self, cmd: &str, pod: Option<&NetNs>, cid: &str, conf: &Value) -> Value {
         let out = self.run(cmd, pod, cid, conf);
         assert!(out.status.success(), "{cmd} {cid}: {}", describe(&out));
@@ -789,5 +819,59 @@ fn add_announces_the_pods_addresses_so_neighbours_drop_a_stale_mac() {
         assert_eq!(pod.sh("sysctl", &["-n", key]).trim(), "1", "{key}");
     }
     r.ok("DEL", Some(&pod), "c1", &conf);
+    assert!(r.leases().is_empty(), "{:?}", r.leases());
+}
+
+/// The pod's netns died without a DEL, and the kernel pushed the VF back
+/// to the host as real VFs come back: later, as `dev<ifindex>` (its pod
+/// name was taken on the host), with the pod's MAC and MTU. DEL, with the
+/// dead path, finds it through sysfs and puts back its name, MAC and MTU.
+#[test]
+fn del_after_the_netns_died_renames_a_vf_that_came_back_as_dev_n() {
+    let r = rig(1);
+    let vf = &r.vfs[0];
+    let before = r.host.link("ensvf0").unwrap();
+    let pod = NetNs::with_prefix("sr-devn").unwrap();
+    let path = pod.path().to_owned();
+    let conf = r.conf(
+        &vf.vf_bdf,
+        &json!({"mac": "02:56:00:00:00:0c", "trust": "on"}),
+    );
+    r.ok("ADD", Some(&pod), "c1", &conf);
+    pod.sh("ip", &["link", "set", "net1", "mtu", "1400"]);
+    drop(pod);
+    // Some other pod's VF, back first, holds `net1` on the host.
+    r.host.sh(
+        "ip",
+        &[
+            "link", "add", "net1", "type", "veth", "peer", "name", "net1p",
+        ],
+    );
+    let other = r.host.link("net1").unwrap();
+    let index = vf
+        .come_back_as(
+            &r.host,
+            &r.wire,
+            &r.sysfs,
+            ("dev77", "02:56:00:00:00:0c", 1400),
+        )
+        .unwrap();
+
+    let out = r.run_with_netns_path("DEL", &path, "c1", &conf);
+    assert!(out.status.success(), "{}", describe(&out));
+    let back = r
+        .host
+        .link("ensvf0")
+        .expect("the VF under its host name again");
+    assert_eq!(back["ifindex"], index);
+    assert_eq!(back["address"], before["address"]);
+    assert_eq!(back["mtu"], before["mtu"]);
+    assert!(r.host.link("dev77").is_none());
+    assert_eq!(
+        r.host.link("net1").as_ref(),
+        Some(&other),
+        "the other pod's net1 was not left alone"
+    );
+    assert!(r.data_files().is_empty(), "{:?}", r.data_files());
     assert!(r.leases().is_empty(), "{:?}", r.leases());
 }

@@ -174,6 +174,77 @@ impl EmulatedVf {
     }
 }
 
+impl EmulatedVf {
+    /// What a real VF does once the pod's netns it was in dies: the kernel
+    /// pushes the netdev back to the host namespace some time later
+    /// (netns cleanup runs in a workqueue), under `dev<ifindex>` when its
+    /// pod name is taken there, and with the pod's MAC and MTU. A veth end
+    /// dies with its namespace instead, so this makes a new pair: the VF
+    /// end named `name` in `host` with `mac` and `mtu`, the peer (again
+    /// `peer_ifname`) in `peer`; and moves the VF's fake sysfs `net/`
+    /// entry from its old name to `name`. Returns the new VF end's
+    /// ifindex.
+    ///
+    /// # Errors
+    /// An `ip` command failed.
+    pub fn come_back_as(
+        &self,
+        host: &NetNs,
+        peer: &NetNs,
+        sysfs: &FakeSysfs,
+        (name, mac, mtu): (&str, &str, u32),
+    ) -> io::Result<u32> {
+        let mut add = vec![
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            self.peer_ifname.as_str(),
+        ];
+        if host.path() != peer.path() {
+            add.extend(["netns", peer.name()]);
+        }
+        // The old pair dies with the pod's namespace, in the kernel's own
+        // time (netns cleanup is a workqueue): until then its peer holds
+        // the name.
+        let mut tries = 0;
+        while let Err(e) = ip(host, &add) {
+            tries += 1;
+            if tries == 100 || !e.to_string().contains("File exists") {
+                return Err(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mtu_s = mtu.to_string();
+        ip(host, &["link", "set", name, "address", mac, "mtu", &mtu_s])?;
+        ip(peer, &["link", "set", self.peer_ifname.as_str(), "up"])?;
+        let (_, ifindex) = mac_and_ifindex(host, name)?;
+        if sysfs
+            .device_dir(&self.vf_bdf)
+            .join("net")
+            .join(&self.vf_ifname)
+            .exists()
+        {
+            sysfs.remove_netdev(&self.vf_bdf, &self.vf_ifname);
+        }
+        sysfs.add_netdev(
+            &self.vf_bdf,
+            NetdevSpec {
+                ifname: name.to_owned(),
+                mac: Some(mac.to_owned()),
+                mtu,
+                ifindex: Some(ifindex),
+                operstate: "down".to_owned(),
+                ..NetdevSpec::default()
+            },
+        );
+        Ok(ifindex)
+    }
+}
+
 /// Runs `ip ARGS...` in `ns`; a non-zero exit is an error with stderr.
 fn ip(ns: &NetNs, args: &[&str]) -> io::Result<String> {
     let out = ns.exec("ip", args)?;

@@ -332,7 +332,11 @@ fn move_in(
 /// Puts the netdev of `a` back on the host under its old name, MAC and
 /// MTU. The pod's namespace may be gone (a physical VF then went back to
 /// the host by itself, under its pod name or one the kernel chose).
-fn move_out(a: &Attachment, mut pf: Option<&mut (dyn PfOps + '_)>) -> Result<(), String> {
+fn move_out(
+    a: &Attachment,
+    sysfs: &Sysfs,
+    mut pf: Option<&mut (dyn PfOps + '_)>,
+) -> Result<(), String> {
     let Some(host_name) = &a.host_ifname else {
         return Ok(());
     };
@@ -358,21 +362,27 @@ fn move_out(a: &Attachment, mut pf: Option<&mut (dyn PfOps + '_)>) -> Result<(),
     };
     let Some((mut p, l)) = in_pod else {
         // Not in the pod: back already (a DEL retried), never moved (ADD
-        // failed early), or the namespace is gone.
-        return match link::get_by_name(&mut host, host_name) {
-            Ok(h) => restore(&mut host, h.index),
-            Err(e) if e.is_not_found() => match link::get_by_name(&mut host, &a.ifname) {
-                Ok(h) => {
-                    link::set_down(&mut host, h.index).map_err(|e| e.to_string())?;
-                    link::rename(&mut host, h.index, host_name).map_err(|e| e.to_string())?;
-                    restore(&mut host, h.index)
-                }
-                // Gone with its namespace (a veth-emulated VF) or
-                // unplugged: nothing left to put back.
-                Err(_) => Ok(()),
-            },
-            Err(e) => Err(e.to_string()),
-        };
+        // failed early), or the namespace is gone and the kernel pushed
+        // the VF back to the host: under its pod name, or `dev<ifindex>`
+        // when that was taken, with the pod's MAC and MTU. sysfs names it
+        // whatever it is called now.
+        match link::get_by_name(&mut host, host_name) {
+            Ok(h) => return restore(&mut host, h.index),
+            Err(e) if !e.is_not_found() => return Err(e.to_string()),
+            Err(_) => {}
+        }
+        // Only names sysfs lists under this VF: `net1` on the host may be
+        // another pod's VF, back from its own dead namespace.
+        for name in sysfs.netdevs(&a.device_id) {
+            if let Ok(h) = link::get_by_name(&mut host, &name) {
+                link::set_down(&mut host, h.index).map_err(|e| e.to_string())?;
+                link::rename(&mut host, h.index, host_name).map_err(|e| e.to_string())?;
+                return restore(&mut host, h.index);
+            }
+        }
+        // Gone with its namespace (a veth-emulated VF), not back yet, or
+        // unplugged: nothing here to put back.
+        return Ok(());
     };
     link::set_down(&mut p, l.index).map_err(|e| e.to_string())?;
     // MAC and MTU first, in the pod: the host never sees the pod's MAC.
@@ -531,7 +541,7 @@ fn teardown(
     if netdev
         && !a.dpdk
         && a.stage != Stage::Prepared
-        && let Err(e) = move_out(a, pf.as_deref_mut())
+        && let Err(e) = move_out(a, sysfs, pf.as_deref_mut())
     {
         errs.push(format!("VF netdev {}: {e}", a.ifname));
     }
