@@ -801,8 +801,10 @@ fn add_announces_the_pods_addresses_so_neighbours_drop_a_stale_mac() {
         .map(|i| i["address"].as_str().unwrap())
         .collect();
     assert_eq!(ips, ["10.56.0.10/24", "fd00:56::a/64"]);
+    // IPv4 at once; IPv6 once the address has passed duplicate address
+    // detection (about a second), when the kernel announces it.
     for ip in ["10.56.0.10", "fd00:56::a"] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !wire_neigh(&r, ip).contains("02:56:00:00:00:0b") {
             assert!(
                 std::time::Instant::now() < deadline,

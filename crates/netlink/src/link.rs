@@ -448,6 +448,18 @@ pub mod req {
         )
     }
 
+    /// `ip link set dev X broadcast ADDR`.
+    pub fn set_broadcast(index: u32, addr: &[u8]) -> Request {
+        set(
+            index,
+            vec![LinkAttribute::Broadcast(addr.to_vec())],
+            Op::new(
+                format!("set the broadcast address of ifindex {index}"),
+                "interface",
+            ),
+        )
+    }
+
     /// `ip link set dev X mtu N`.
     pub fn set_mtu(index: u32, mtu: u32) -> Request {
         set(
@@ -661,6 +673,17 @@ pub fn set_down(nl: &mut Netlink, index: u32) -> Result<()> {
 /// Sets the MAC address.
 pub fn set_mac(nl: &mut Netlink, index: u32, mac: MacAddr) -> Result<()> {
     ack(nl, &req::set_mac(index, mac))
+}
+
+/// Has the kernel announce an Ethernet link's addresses to its peers, by
+/// setting its broadcast address again (to ff:ff:ff:ff:ff:ff, unchanged):
+/// that is a `NETDEV_CHANGEADDR`, on which the kernel sends a gratuitous
+/// ARP per IPv4 address when the link's `arp_notify` is on, and an
+/// unsolicited Neighbor Advertisement per valid IPv6 address when its
+/// `ndisc_notify` is on. (It sends those for a tentative IPv6 address once
+/// DAD completes.) Unlike a packet socket, this costs no RCU grace period.
+pub fn notify_peers(nl: &mut Netlink, index: u32) -> Result<()> {
+    ack(nl, &req::set_broadcast(index, &[0xff; 6]))
 }
 
 /// Sets the MTU.

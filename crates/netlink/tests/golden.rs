@@ -89,6 +89,10 @@ fn link_requests() {
         &link::req::set_mac(VETH1, mac("02:00:00:00:00:01")),
     );
     assert_golden("link_set_mtu", &link::req::set_mtu(VETH1, 1400));
+    assert_golden(
+        "link_set_broadcast",
+        &link::req::set_broadcast(VETH1, &[0xff; 6]),
+    );
     assert_golden("link_rename", &link::req::rename(VETH1, "eth9"));
     assert_golden("link_set_master", &link::req::set_master(VETH1, Some(BR0)));
     assert_golden("link_set_nomaster", &link::req::set_master(VETH1, None));

@@ -2,8 +2,8 @@
 //! the SR-IOV VF the device plugin allocated to it, a drop-in for
 //! k8snetworkplumbingwg's sriov-cni.
 //!
-//! - [`announce`]: gratuitous ARP / unsolicited NA once the addresses are
-//!   set, and `arp_notify`/`ndisc_notify`.
+//! - [`announce`]: `arp_notify`/`ndisc_notify`, and the kernel asked to
+//!   announce the addresses once they are set.
 //! - [`conf`]: the config, validated before anything is touched.
 //! - [`pf`]: the hardware seam: VF attributes through the PF (netlink in
 //!   production, a state file for emulated PFs).

@@ -636,10 +636,10 @@ impl Sriov {
                 configure(nl, *index, &r)
                     .map_err(|e| io(format!("configuring {}: {e}", req.ifname)))?;
                 // The address may have been another pod's a moment ago:
-                // tell the neighbours (best effort, as upstream).
-                if let Some(m) = mac {
-                    let ips: Vec<_> = r.ips.iter().map(|i| i.address.addr()).collect();
-                    for e in announce::announce(Path::new(&netns), &req.ifname, *index, m, &ips) {
+                // tell the neighbours (best effort, as upstream). An
+                // Ethernet VF only (IPoIB has no ARP).
+                if mac.is_some() {
+                    for e in announce::announce(nl, Path::new(&netns), &req.ifname, *index) {
                         tracing::warn!(ifname = %req.ifname, error = e, "announcing the addresses");
                     }
                 }
