@@ -95,6 +95,90 @@ pub struct World {
     /// `CNI_PATH` for plexus and its delegates (the reference plugins;
     /// add the target directory for Plexus's own, such as `sriov`).
     pub cni_path: String,
+    /// Thick mode: `plexus daemon` in the host namespace, which every
+    /// `plexus` call (a shim, through `daemonSocketDir`) hands its request.
+    pub daemon: Option<Daemon>,
+}
+
+thread_local! {
+    static THICK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every [`World`] it makes in thick mode: a `plexus daemon`
+/// per world, and `plexus` as its shim. (nextest runs each test in its own
+/// process, so a scenario is simply run again, through the daemon.)
+pub fn through_daemon<T>(f: impl FnOnce() -> T) -> T {
+    THICK.with(|t| t.set(true));
+    let out = f();
+    THICK.with(|t| t.set(false));
+    out
+}
+
+/// `plexus daemon`, killed on drop; its log is `<tmp>/daemon.log`.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    /// Its socket directory (`daemonSocketDir`).
+    pub socket_dir: PathBuf,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `plexus daemon` in `host` with its socket under `dir/run`,
+    /// and waits for the socket.
+    ///
+    /// # Panics
+    /// When it does not come up within 10 s.
+    #[must_use]
+    pub fn start(host: &NetNs, dir: &Path) -> Self {
+        let socket_dir = dir.join("run");
+        let log = dir.join("daemon.log");
+        let child = host
+            .command(bin("plexus"))
+            .expect("host netns")
+            .arg("daemon")
+            .arg("--socket-dir")
+            .arg(&socket_dir)
+            .env("PLEXUS_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("daemon log"))
+            .spawn()
+            .expect("spawn plexus daemon");
+        let d = Self {
+            child,
+            socket_dir,
+            log,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !d.socket_dir.join("plexus.sock").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "plexus daemon did not come up: {}",
+                fs::read_to_string(&d.log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        d
+    }
+
+    /// Stops it (SIGKILL, as a node losing the DaemonSet pod would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- plexus daemon log ---\n{}",
+                fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
 }
 
 /// A pod: its namespace and identity.
@@ -196,6 +280,12 @@ impl World {
                 api = Some(server);
             }
         }
+        let daemon = THICK
+            .with(std::cell::Cell::get)
+            .then(|| Daemon::start(&host, tmp.path()));
+        if let Some(d) = &daemon {
+            conf["daemonSocketDir"] = json!(d.socket_dir);
+        }
         Self {
             host,
             tmp,
@@ -203,6 +293,7 @@ impl World {
             api,
             conf,
             cni_path: REFERENCE_PLUGINS.to_owned(),
+            daemon,
         }
     }
 

@@ -1,7 +1,8 @@
 //! `plexus` end to end with the reference plugins, in throwaway namespaces:
-//! every scenario runs twice, with NADs and annotations from the API server
-//! stand-in (real HTTP, kube client) and in standalone mode (NAD directory,
-//! `CNI_ARGS`).
+//! every scenario runs three times, with NADs and annotations from the API
+//! server stand-in (real HTTP, kube client), in standalone mode (NAD
+//! directory, `CNI_ARGS`), and in thick mode (the stand-in, every call
+//! handed by the `plexus` shim to `plexus daemon`).
 //!
 //! What is asserted is what a user checks: interfaces and addresses in the
 //! pod, pings, routes, the network-status, and after DEL no interface, no
@@ -20,6 +21,12 @@ macro_rules! both {
         }
         mod api {
             $(#[test] fn $name() { super::$name(super::Source::Api) })*
+        }
+        /// Thick mode: the same scenario, every call through `plexus daemon`.
+        mod thick {
+            $(#[test] fn $name() {
+                plexus_e2e::meta::through_daemon(|| super::$name(super::Source::Api))
+            })*
         }
     };
 }
@@ -485,4 +492,82 @@ fn api_uid_mismatch_is_refused() {
     let e = cni_error(&w.cni("ADD", &a));
     assert!(e["msg"].as_str().unwrap().contains("UID"), "{e}");
     assert_clean(&w, &[&a]);
+}
+
+/// Thick mode with the daemon gone (killed, as a DaemonSet pod that
+/// crashed): ADD fails at once with 11 and changes nothing; DEL runs in the
+/// shim itself, in thin mode, from the cache, and leaves nothing.
+#[test]
+fn thick_with_the_daemon_down_add_asks_to_retry_and_del_cleans_up_thin() {
+    plexus_e2e::meta::through_daemon(|| {
+        let mut w = World::new(Source::Api);
+        let a = w.pod("a", Some("macvlan-dyn"));
+        w.add(&a);
+        assert_eq!(pod_links(&a).len(), 2);
+        // It was the daemon that ran it.
+        let log = std::fs::read_to_string(&w.daemon.as_ref().unwrap().log).unwrap();
+        assert!(
+            log.contains("/cni") && log.contains("status=200"),
+            "the daemon served no ADD: {log}"
+        );
+        let sock = w.daemon.as_ref().unwrap().socket_dir.join("plexus.sock");
+        let mode = std::fs::metadata(&sock).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600, "the socket is root's alone");
+        let dir_mode = std::fs::metadata(sock.parent().unwrap()).unwrap().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        w.daemon.as_mut().unwrap().kill();
+
+        let b = w.pod("b", Some("macvlan-dyn"));
+        let started = std::time::Instant::now();
+        let out = w.cni("ADD", &b);
+        let e = cni_error(&out);
+        assert_eq!(e["code"], 11, "{e}");
+        assert!(e["msg"].as_str().unwrap().contains("not reachable"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(pod_links(&b).is_empty());
+        assert_eq!(w.leases().len(), 2, "only a's two leases");
+
+        w.del(&a);
+        assert_clean(&w, &[&a, &b]);
+    });
+}
+
+/// What the daemon's socket answers besides CNI requests: its health, and a
+/// clear CNI error for a request that is not one.
+#[test]
+fn thick_daemon_answers_health_and_refuses_bad_requests_clearly() {
+    use plexus_meta_cni::thick::{ApiRequest, post};
+    plexus_e2e::meta::through_daemon(|| {
+        let w = World::new(Source::Api);
+        let sock = w.daemon.as_ref().unwrap().socket_dir.join("plexus.sock");
+        let (s, _) = post(&sock, "/healthz", &ApiRequest::default()).unwrap();
+        assert_eq!(s, 200);
+        let (s, body) = post(&sock, "/cni", &ApiRequest::default()).unwrap();
+        assert_eq!(s, 400);
+        let e: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(e["code"], 4, "{e}");
+        assert!(e["msg"].as_str().unwrap().contains("CNI_COMMAND"), "{e}");
+        let (s, body) = post(&sock, "/nope", &ApiRequest::default()).unwrap();
+        assert_eq!(s, 404);
+        assert!(String::from_utf8_lossy(&body).contains("/cni"));
+        // A config the plugin cannot read: the plugin's own error, code 6.
+        let req = ApiRequest {
+            env: [
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "x"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_NETNS", "/proc/self/ns/net"),
+                ("CNI_PATH", "/usr/lib/cni"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            config: b"{not json".to_vec(),
+            interface_attributes: None,
+        };
+        let (s, body) = post(&sock, "/cni", &req).unwrap();
+        assert_eq!(s, 400);
+        let e: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(e["code"], 6, "{e}");
+    });
 }

@@ -7,6 +7,9 @@
 //! ([`status`]). Networks that need a device get the one the kubelet
 //! allocated ([`devices`]).
 //!
+//! In thick mode ([`thick`]) the same plugin runs in `plexus daemon`, and
+//! the binary the runtime calls forwards each request to it.
+//!
 //! Must not: print anything on stdout but through the plugin skeleton. The
 //! only kernel change plexus makes itself is moving the default route
 //! ([`routes`]); interfaces are the delegates' business.
@@ -24,5 +27,6 @@ pub mod selection;
 pub mod selfcheck;
 pub mod state;
 pub mod status;
+pub mod thick;
 
 pub use plugin::Plexus;

@@ -1,0 +1,541 @@
+//! Thick mode: `plexus daemon` on every node, and the `plexus` binary as a
+//! shim that hands each CNI request to it over a unix socket.
+//!
+//! The protocol is Multus thick's: `POST /cni` with JSON `{"env": {...},
+//! "config": <the stdin bytes, base64>}` over HTTP/1.1 on
+//! `<socketDir>/plexus.sock`; `GET /healthz` and `GET /readyz`. A success
+//! is `200 {"Result": <the CNI result or null>}`; a failure is `400` with
+//! the CNI error JSON as the body, so its code reaches the runtime
+//! unchanged (Multus's daemon answers plain text there).
+//!
+//! The daemon runs the same [`Plexus`] as thin mode, in process, one
+//! request per blocking thread: the state on disk (cache, locks) is the
+//! truth, exactly as in thin mode, so either can take over from the other.
+//! Keys of the daemon's config file override the request's config (as
+//! Multus's `daemon-config.json` does), except the daemon's own keys.
+//!
+//! The shim: a config with `daemonSocketDir` is forwarded. With the daemon
+//! down, ADD and CHECK fail at once with code 11 (try again later), STATUS
+//! with 50, and DEL and GC run here, in thin mode, from the cache.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use plexus_cni::CniError;
+use plexus_cni::error::code;
+use plexus_cni::plugin::{Outcome, dispatch};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::Plexus;
+
+/// The socket's file name in the socket directory.
+pub const SOCKET_NAME: &str = "plexus.sock";
+/// The default socket directory.
+pub const DEFAULT_SOCKET_DIR: &str = "/run/plexus";
+/// The config key that makes `plexus` a shim: the daemon's socket directory.
+pub const SHIM_KEY: &str = "daemonSocketDir";
+
+/// Keys of the daemon's config file that are the daemon's own, never
+/// merged into a request's config (Multus `daemon-config.json` keys
+/// included, so that file works unchanged).
+const DAEMON_ONLY_KEYS: &[&str] = &[
+    "socketDir",
+    "chrootDir",
+    "metricsAddress",
+    "multusConfigFile",
+    "multusAutoconfigDir",
+    "multusMasterCNI",
+    "cniConfigDir",
+    "perNodeCertificate",
+];
+
+/// One request on the socket: Multus thick's `api.Request`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiRequest {
+    /// The CNI environment (`CNI_COMMAND`, `CNI_NETNS`, ...).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The CNI config (stdin), as bytes: base64 in JSON, as Go encodes
+    /// a `[]byte`.
+    #[serde(default, with = "b64")]
+    pub config: Vec<u8>,
+    /// `/delegate` only (hot-plug): requested IPs, MAC, CNI args.
+    #[serde(
+        default,
+        rename = "interfaceAttributes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interface_attributes: Option<Value>,
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = Option::<String>::deserialize(d)?.unwrap_or_default();
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The daemon's settings: its config file's keys (Multus's
+/// `daemon-config.json` works) and the socket directory.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonConfig {
+    /// Where `plexus.sock` goes (`socketDir`).
+    pub socket_dir: PathBuf,
+    /// Keys merged over every request's config.
+    pub overrides: Map<String, Value>,
+}
+
+impl DaemonConfig {
+    /// From the config file's JSON; `socket_dir` wins over its `socketDir`.
+    ///
+    /// # Errors
+    /// The file is not a JSON object.
+    pub fn from_value(v: &Value, socket_dir: Option<&Path>) -> Result<Self, String> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| "the daemon config is not a JSON object".to_owned())?;
+        let dir = socket_dir.map(Path::to_path_buf).unwrap_or_else(|| {
+            PathBuf::from(
+                obj.get("socketDir")
+                    .and_then(Value::as_str)
+                    .unwrap_or(DEFAULT_SOCKET_DIR),
+            )
+        });
+        if obj.get("chrootDir").is_some() {
+            tracing::warn!(
+                "chrootDir is not supported: delegates run in the daemon's own mount namespace \
+                 (mount the node's CNI binary and config directories into it)"
+            );
+        }
+        let overrides = obj
+            .iter()
+            .filter(|(k, _)| !DAEMON_ONLY_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Self {
+            socket_dir: dir,
+            overrides,
+        })
+    }
+
+    /// The socket's path.
+    #[must_use]
+    pub fn socket(&self) -> PathBuf {
+        self.socket_dir.join(SOCKET_NAME)
+    }
+}
+
+/// The outcome of one request, as the daemon answers it: the HTTP status
+/// and body.
+fn answer(outcome: &Outcome) -> (u16, String) {
+    if outcome.success {
+        let result: Value = if outcome.stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&outcome.stdout).unwrap_or(Value::Null)
+        };
+        (200, json!({ "Result": result }).to_string())
+    } else {
+        (400, outcome.stdout.clone())
+    }
+}
+
+fn error_body(c: u32, msg: impl Into<String>) -> (u16, String) {
+    (400, CniError::new(c, msg).to_json("1.1.0"))
+}
+
+/// Handles the body of a `POST /cni`: runs the request through [`Plexus`]
+/// with the request's environment and config (daemon overrides merged).
+#[must_use]
+pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
+    let req: ApiRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_body(
+                code::DECODING_FAILURE,
+                format!("the request is not a plexus/Multus thick request: {e}"),
+            );
+        }
+    };
+    if req.env.get("CNI_COMMAND").is_none_or(String::is_empty) {
+        return error_body(
+            code::INVALID_ENVIRONMENT,
+            "the request's env has no CNI_COMMAND",
+        );
+    }
+    let config = match merge(&req.config, &cfg.overrides) {
+        Ok(c) => c,
+        Err(e) => return error_body(code::DECODING_FAILURE, e),
+    };
+    let env = |k: &str| req.env.get(k).cloned();
+    let outcome = dispatch(&Plexus, &env, &mut config.as_slice(), "");
+    answer(&outcome)
+}
+
+/// The request's config with the daemon's keys over it.
+fn merge(config: &[u8], overrides: &Map<String, Value>) -> Result<Vec<u8>, String> {
+    if overrides.is_empty() || config.is_empty() {
+        return Ok(config.to_vec());
+    }
+    let mut v: Value = serde_json::from_slice(config)
+        .map_err(|e| format!("decoding the request's network config: {e}"))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Ok(config.to_vec());
+    };
+    for (k, val) in overrides {
+        obj.insert(k.clone(), val.clone());
+    }
+    obj.remove(SHIM_KEY);
+    Ok(v.to_string().into_bytes())
+}
+
+/// Serves the socket until the process is told to stop (SIGTERM/SIGINT),
+/// then removes it.
+///
+/// # Errors
+/// The socket cannot be made.
+pub fn serve(cfg: DaemonConfig) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.socket_dir)?;
+    let path = cfg.socket();
+    // A socket left by a daemon that died: nothing listens on it.
+    if path.exists() {
+        if UnixStream::connect(&path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{}: another plexus daemon serves it", path.display()),
+            ));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let cfg = Arc::new(cfg);
+    rt.block_on(async move {
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        tracing::info!(socket = %path.display(), "plexus daemon serving");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept");
+                            continue;
+                        }
+                    };
+                    let cfg = Arc::clone(&cfg);
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |r| {
+                            let cfg = Arc::clone(&cfg);
+                            async move { route(cfg, r).await }
+                        });
+                        if let Err(e) = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(false)
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await
+                        {
+                            tracing::debug!(error = %e, "connection");
+                        }
+                    });
+                }
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        tracing::info!("plexus daemon stopping");
+        let _ = std::fs::remove_file(&path);
+        Ok::<_, io::Error>(())
+    })
+}
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+async fn route(
+    cfg: Arc<DaemonConfig>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Body>, std::convert::Infallible> {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = req.into_parts();
+    let reply = |status: u16, body: String| {
+        let mut r = hyper::Response::new(Body::from(body));
+        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        Ok(r)
+    };
+    match (parts.method.as_str(), parts.uri.path()) {
+        ("GET" | "POST", "/healthz" | "/readyz") => reply(200, String::new()),
+        ("POST", "/cni") => {
+            let bytes = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    let (s, b) = error_body(code::IO_FAILURE, format!("reading the request: {e}"));
+                    return reply(s, b);
+                }
+            };
+            let started = std::time::Instant::now();
+            let (status, body) = tokio::task::spawn_blocking(move || handle_cni(&cfg, &bytes))
+                .await
+                .unwrap_or_else(|e| {
+                    error_body(code::INTERNAL, format!("the request's thread failed: {e}"))
+                });
+            tracing::debug!(status, ms = started.elapsed().as_millis(), "/cni");
+            reply(status, body)
+        }
+        (_, "/cni" | "/healthz" | "/readyz") => {
+            let (_, b) = error_body(
+                code::INVALID_ENVIRONMENT,
+                format!("{} {}: method not allowed", parts.method, parts.uri.path()),
+            );
+            reply(405, b)
+        }
+        (m, p) => {
+            let (_, b) = error_body(
+                code::INVALID_ENVIRONMENT,
+                format!("{m} {p}: no such endpoint (plexus daemon serves /cni, /healthz, /readyz)"),
+            );
+            reply(404, b)
+        }
+    }
+}
+
+/// The daemon's socket named by a CNI config, when it makes `plexus` a
+/// shim (`daemonSocketDir`).
+#[must_use]
+pub fn shim_socket(config: &Value) -> Option<PathBuf> {
+    config
+        .get(SHIM_KEY)
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(SOCKET_NAME))
+}
+
+/// Sends one request over the socket and returns the HTTP status and body.
+///
+/// # Errors
+/// The socket cannot be reached, or the answer is not HTTP.
+pub fn post(socket: &Path, path: &str, req: &ApiRequest) -> io::Result<(u16, Vec<u8>)> {
+    let body = serde_json::to_vec(req).map_err(io::Error::other)?;
+    let mut s = UnixStream::connect(socket)?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: plexus\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(&body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+/// Status and body of an HTTP/1.1 response read to the end (the server
+/// closes the connection; a body is sized by `Content-Length`).
+fn parse_response(raw: &[u8]) -> io::Result<(u16, Vec<u8>)> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no HTTP header in the daemon's answer"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("header not UTF-8"))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status in the daemon's answer"))?;
+    let mut body = raw[end + 4..].to_vec();
+    let len = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    if let Some(n) = len {
+        body.truncate(n);
+    }
+    Ok((status, body))
+}
+
+/// The shim: forwards this process's CNI request (its environment and
+/// `stdin`) to the daemon at `socket`, and turns the answer into what the
+/// runtime expects. With the daemon unreachable, DEL and GC run here in
+/// thin mode; ADD and CHECK fail with 11, STATUS with 50.
+#[must_use]
+pub fn forward(socket: &Path, stdin: &[u8]) -> Outcome {
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("CNI_") || k == "PATH" || k.starts_with("KUBERNETES_"))
+        .collect();
+    let command = env.get("CNI_COMMAND").cloned().unwrap_or_default();
+    let version = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "1.0.0".to_owned());
+    let req = ApiRequest {
+        env,
+        config: stdin.to_vec(),
+        interface_attributes: None,
+    };
+    let fail = |c: u32, msg: String| Outcome {
+        stdout: CniError::new(c, msg).to_json(&version),
+        stderr: String::new(),
+        success: false,
+    };
+    match post(socket, "/cni", &req) {
+        Ok((200, body)) => {
+            let result = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("Result").cloned())
+                .filter(|r| !r.is_null());
+            Outcome {
+                stdout: result.map(|r| r.to_string()).unwrap_or_default(),
+                stderr: String::new(),
+                success: true,
+            }
+        }
+        Ok((400, body))
+            if serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.get("code").is_some()) =>
+        {
+            Outcome {
+                stdout: String::from_utf8_lossy(&body).into_owned(),
+                stderr: String::new(),
+                success: false,
+            }
+        }
+        Ok((status, body)) => fail(
+            code::IO_FAILURE,
+            format!(
+                "the plexus daemon at {} answered {status}: {}",
+                socket.display(),
+                String::from_utf8_lossy(&body).trim()
+            ),
+        ),
+        Err(e) => match command.as_str() {
+            "DEL" | "GC" => {
+                tracing::warn!(socket = %socket.display(), error = %e, "daemon unreachable: {command} in thin mode");
+                let env = |k: &str| std::env::var(k).ok();
+                dispatch(&Plexus, &env, &mut &stdin[..], "")
+            }
+            "STATUS" => fail(
+                code::NOT_AVAILABLE,
+                format!(
+                    "the plexus daemon at {} is not reachable: {e}",
+                    socket.display()
+                ),
+            ),
+            _ => fail(
+                code::TRY_AGAIN_LATER,
+                format!(
+                    "the plexus daemon at {} is not reachable: {e} (is the plexus DaemonSet \
+                     running on this node?)",
+                    socket.display()
+                ),
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    #[test]
+    fn a_request_is_multus_thicks_json_with_the_config_in_base64() {
+        let req = ApiRequest {
+            env: BTreeMap::from([("CNI_COMMAND".into(), "ADD".into())]),
+            config: br#"{"type":"plexus"}"#.to_vec(),
+            interface_attributes: None,
+        };
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            v,
+            json!({"env": {"CNI_COMMAND": "ADD"},
+                   "config": base64::engine::general_purpose::STANDARD.encode(br#"{"type":"plexus"}"#)})
+        );
+        let back: ApiRequest = serde_json::from_value(v).unwrap();
+        assert_eq!(back, req);
+        // Multus's /delegate shape: interfaceAttributes with ips, mac, cni-args.
+        let d: ApiRequest = serde_json::from_value(json!({
+            "env": {"CNI_COMMAND": "ADD"}, "config": "e30=",
+            "interfaceAttributes": {"ips": ["10.0.0.5/24"], "mac": "02:00:00:00:00:01",
+                                     "cni-args": null}}))
+        .unwrap();
+        assert_eq!(d.config, b"{}");
+        assert_eq!(d.interface_attributes.unwrap()["mac"], "02:00:00:00:00:01");
+    }
+
+    #[test]
+    fn daemon_keys_stay_out_and_the_rest_overrides_the_request() {
+        let cfg = DaemonConfig::from_value(
+            &json!({"socketDir": "/run/x", "chrootDir": "/hostroot", "cniDir": "/var/lib/x",
+                    "kubeconfig": "/etc/k"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(cfg.socket(), Path::new("/run/x/plexus.sock"));
+        let merged: Value = serde_json::from_slice(
+            &merge(
+                br#"{"type":"plexus","cniDir":"/tmp/c","daemonSocketDir":"/run/x"}"#,
+                &cfg.overrides,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            merged,
+            json!({"type": "plexus", "cniDir": "/var/lib/x", "kubeconfig": "/etc/k"})
+        );
+    }
+
+    #[test]
+    fn bad_requests_get_a_cni_error_naming_what_is_wrong() {
+        let cfg = DaemonConfig::default();
+        let (s, b) = handle_cni(&cfg, b"not json");
+        assert_eq!(s, 400);
+        let v: Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(v["code"], code::DECODING_FAILURE);
+        let (s, b) = handle_cni(&cfg, br#"{"env": {}}"#);
+        assert_eq!(s, 400);
+        assert!(b.contains("no CNI_COMMAND"), "{b}");
+        // VERSION needs nothing else and answers through the same path.
+        let (s, b) = handle_cni(&cfg, br#"{"env": {"CNI_COMMAND": "VERSION"}}"#);
+        assert_eq!(s, 200, "{b}");
+        assert!(b.contains("supportedVersions"), "{b}");
+    }
+
+    #[test]
+    fn http_answers_are_read_by_content_length() {
+        let (s, b) =
+            parse_response(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}xx").unwrap();
+        assert_eq!((s, b.as_slice()), (400, &b"{}"[..]));
+        assert!(parse_response(b"garbage").is_err());
+    }
+}
