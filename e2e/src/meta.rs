@@ -132,6 +132,15 @@ impl Daemon {
     /// When it does not come up within 10 s.
     #[must_use]
     pub fn start(host: &NetNs, dir: &Path) -> Self {
+        Self::start_with(host, dir, &[])
+    }
+
+    /// [`Daemon::start`] with more arguments (`--metrics-address ...`).
+    ///
+    /// # Panics
+    /// When it does not come up within 10 s.
+    #[must_use]
+    pub fn start_with(host: &NetNs, dir: &Path, args: &[&str]) -> Self {
         let socket_dir = dir.join("run");
         let log = dir.join("daemon.log");
         let child = host
@@ -140,6 +149,7 @@ impl Daemon {
             .arg("daemon")
             .arg("--socket-dir")
             .arg(&socket_dir)
+            .args(args)
             .env("PLEXUS_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("daemon log"))

@@ -571,3 +571,94 @@ fn thick_daemon_answers_health_and_refuses_bad_requests_clearly() {
         assert_eq!(e["code"], 6, "{e}");
     });
 }
+
+/// GETs `path` from the daemon's metrics address (in the world's host
+/// namespace); returns the status line and the body.
+fn scrape(w: &World, addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read as _, Write as _};
+    let addr = addr.to_owned();
+    let path = path.to_owned();
+    w.host.run(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_owned(), body.to_owned())
+    })
+}
+
+/// The daemon's metrics after a few ADD/DEL: requests by verb and result,
+/// delegate runs by type, API requests, the cache gauge; and its probes.
+#[test]
+fn thick_daemon_metrics_count_what_it_served() {
+    plexus_e2e::meta::through_daemon(|| {
+        let mut w = World::new(Source::Api);
+        // Again, with a metrics address (the world's daemon has none).
+        drop(w.daemon.take());
+        let addr = "127.0.0.1:9464";
+        w.daemon = Some(plexus_e2e::meta::Daemon::start_with(
+            &w.host,
+            w.tmp.path(),
+            &["--metrics-address", addr],
+        ));
+        let (a, b) = (
+            w.pod("a", Some("macvlan-dyn")),
+            w.pod("b", Some("macvlan-dyn")),
+        );
+        w.add(&a);
+        w.add(&b);
+        let (status, text) = scrape(&w, addr, "/metrics");
+        assert!(status.contains(" 200 "), "{status}");
+        let has = |line: &str| {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        };
+        has("plexus_cni_requests_total{verb=\"ADD\",result=\"ok\"} 2");
+        has("plexus_cni_request_duration_seconds_count{verb=\"ADD\"} 2");
+        has("plexus_delegate_calls_total{type=\"ptp\",verb=\"ADD\",result=\"ok\"} 2");
+        has("plexus_delegate_calls_total{type=\"macvlan\",verb=\"ADD\",result=\"ok\"} 2");
+        has("plexus_delegate_duration_seconds_count{type=\"macvlan\",verb=\"ADD\"} 2");
+        // Per ADD: the pod, its NAD, the status patch (and no retries).
+        has("plexus_api_requests_total{verb=\"PATCH\",result=\"ok\"} 2");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("plexus_api_requests_total{verb=\"GET\",result=\"ok\"} ")),
+            "{text}"
+        );
+        has("plexus_attachments_cached 2");
+
+        w.del(&a);
+        // A failed request counts under its code: a pod the API has never
+        // heard of is refused at ADD.
+        let ghost = w.pod("ghost", None);
+        w.api().remove_pod("default", "ghost");
+        assert!(!w.cni("ADD", &ghost).status.success());
+        let (_, text) = scrape(&w, addr, "/metrics");
+        assert!(
+            text.lines().any(
+                |l| l.starts_with("plexus_cni_requests_total{verb=\"ADD\",result=\"")
+                    && !l.contains("\"ok\"")
+            ),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "plexus_cni_requests_total{verb=\"DEL\",result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l == "plexus_attachments_cached 1"),
+            "{text}"
+        );
+        for probe in ["/healthz", "/readyz"] {
+            assert!(scrape(&w, addr, probe).0.contains(" 200 "));
+        }
+        // The metrics port never serves CNI requests.
+        assert!(scrape(&w, addr, "/cni").0.contains(" 404 "));
+        w.del(&b);
+    });
+}

@@ -349,10 +349,20 @@ impl KubeCluster {
             attempts = attempt;
             // The timer is made inside the runtime (it needs its clock).
             let attempt_op = op();
-            match self
+            let answer = self
                 .rt
-                .block_on(async move { tokio::time::timeout(left, attempt_op).await })
-            {
+                .block_on(async move { tokio::time::timeout(left, attempt_op).await });
+            if let Some(m) = crate::metrics::get() {
+                let verb = what.split_whitespace().next().unwrap_or("?");
+                let result = match &answer {
+                    Ok(Ok(_)) => "ok",
+                    Err(_) => "timeout",
+                    Ok(Err(e)) if transient(e) => "retried",
+                    Ok(Err(_)) => "refused",
+                };
+                m.api(verb, result);
+            }
+            match answer {
                 Ok(Ok(v)) => return Ok(v),
                 Err(_) => {
                     last = format!("no answer within {:.1} s", left.as_secs_f64());
@@ -484,6 +494,16 @@ impl Cluster for KubeCluster {
             )
             .await
         });
+        if let Some(m) = crate::metrics::get() {
+            m.api(
+                "POST",
+                if matches!(sent, Ok(Ok(_))) {
+                    "ok"
+                } else {
+                    "error"
+                },
+            );
+        }
         match sent {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(pod = %pod, reason, error = %e, "event not recorded"),

@@ -19,6 +19,7 @@ pub mod config;
 pub mod devices;
 pub mod install;
 pub mod logging;
+pub mod metrics;
 pub mod nad;
 pub mod plugin;
 pub mod resolve;

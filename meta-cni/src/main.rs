@@ -87,6 +87,10 @@ struct DaemonArgs {
     /// Where `plexus.sock` goes (overrides the config's `socketDir`).
     #[arg(long)]
     socket_dir: Option<std::path::PathBuf>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` over TCP here
+    /// (`host:port`; overrides the config's `metricsAddress`).
+    #[arg(long)]
+    metrics_address: Option<String>,
 }
 
 fn daemon() -> ExitCode {
@@ -106,7 +110,12 @@ fn daemon() -> ExitCode {
         None => serde_json::json!({}),
     };
     let cfg = match thick::DaemonConfig::from_value(&value, args.socket_dir.as_deref()) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            if args.metrics_address.is_some() {
+                c.metrics_address = args.metrics_address;
+            }
+            c
+        }
         Err(e) => {
             tracing::error!(error = e, "bad daemon config");
             return ExitCode::FAILURE;

@@ -3,7 +3,9 @@
 //!
 //! The protocol is Multus thick's: `POST /cni` with JSON `{"env": {...},
 //! "config": <the stdin bytes, base64>}` over HTTP/1.1 on
-//! `<socketDir>/plexus.sock`; `GET /healthz` and `GET /readyz`. A success
+//! `<socketDir>/plexus.sock`; `GET /healthz`, `GET /readyz` and
+//! `GET /metrics` ([`crate::metrics`]), which are also served over TCP on
+//! `metricsAddress` when set. A success
 //! is `200 {"Result": <the CNI result or null>}`; a failure is `400` with
 //! the CNI error JSON as the body, so its code reaches the runtime
 //! unchanged (Multus's daemon answers plain text there).
@@ -45,6 +47,7 @@ pub const SHIM_KEY: &str = "daemonSocketDir";
 /// included, so that file works unchanged).
 const DAEMON_ONLY_KEYS: &[&str] = &[
     "socketDir",
+    "metricsPort",
     "chrootDir",
     "metricsAddress",
     "multusConfigFile",
@@ -97,6 +100,9 @@ pub struct DaemonConfig {
     pub socket_dir: PathBuf,
     /// Keys merged over every request's config.
     pub overrides: Map<String, Value>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served over TCP
+    /// (`metricsAddress`, or Multus's `metricsPort` on every address).
+    pub metrics_address: Option<String>,
 }
 
 impl DaemonConfig {
@@ -126,9 +132,22 @@ impl DaemonConfig {
             .filter(|(k, _)| !DAEMON_ONLY_KEYS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let metrics_address = match (obj.get("metricsAddress"), obj.get("metricsPort")) {
+            (Some(Value::String(a)), _) if !a.is_empty() => Some(a.clone()),
+            (_, Some(Value::Number(p))) => Some(format!("0.0.0.0:{p}")),
+            (None | Some(Value::Null), None | Some(Value::Null)) => None,
+            (a, p) => {
+                return Err(format!(
+                    "metricsAddress must be \"host:port\" and metricsPort a number, not {} / {}",
+                    a.unwrap_or(&Value::Null),
+                    p.unwrap_or(&Value::Null)
+                ));
+            }
+        };
         Ok(Self {
             socket_dir: dir,
             overrides,
+            metrics_address,
         })
     }
 
@@ -182,7 +201,25 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
         Err(e) => return error_body(code::DECODING_FAILURE, e),
     };
     let env = |k: &str| req.env.get(k).cloned();
+    let started = std::time::Instant::now();
     let outcome = dispatch(&Plexus, &env, &mut config.as_slice(), "");
+    if let Some(m) = crate::metrics::get() {
+        let dir = serde_json::from_slice::<Value>(&config)
+            .ok()
+            .and_then(|c| c.get("cniDir").and_then(Value::as_str).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CNI_DIR));
+        m.cache_dir(&dir);
+        let result = if outcome.success {
+            "ok".to_owned()
+        } else {
+            serde_json::from_str::<Value>(&outcome.stdout)
+                .ok()
+                .and_then(|v| v.get("code").map(Value::to_string))
+                .unwrap_or_else(|| "?".into())
+        };
+        let verb = req.env.get("CNI_COMMAND").map_or("?", String::as_str);
+        m.request(verb, &result, started.elapsed());
+    }
     answer(&outcome)
 }
 
@@ -228,11 +265,47 @@ pub fn serve(cfg: DaemonConfig) -> io::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    crate::metrics::enable();
     let cfg = Arc::new(cfg);
     rt.block_on(async move {
         let listener = tokio::net::UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         tracing::info!(socket = %path.display(), "plexus daemon serving");
+        if let Some(addr) = &cfg.metrics_address {
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("metrics address {addr}: {e}")))?;
+            tracing::info!(address = %tcp.local_addr()?, "metrics, /healthz and /readyz served");
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = tcp.accept().await else {
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        // Only what a scraper and a probe ask for: never /cni.
+                        let svc = hyper::service::service_fn(|r| async move {
+                            let path = r.uri().path();
+                            let (status, body) = match (r.method().as_str(), path) {
+                                ("GET", "/metrics") => (200, metrics_text()),
+                                ("GET", "/healthz" | "/readyz") => (200, String::new()),
+                                _ => (
+                                    404,
+                                    format!("{path}: /metrics, /healthz and /readyz only\n"),
+                                ),
+                            };
+                            let mut resp = hyper::Response::new(Body::from(body));
+                            *resp.status_mut() =
+                                hyper::StatusCode::from_u16(status).unwrap_or_default();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(false)
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
@@ -288,6 +361,7 @@ async fn route(
     };
     match (parts.method.as_str(), parts.uri.path()) {
         ("GET" | "POST", "/healthz" | "/readyz") => reply(200, String::new()),
+        ("GET", "/metrics") => reply(200, metrics_text()),
         ("POST", "/cni") => {
             let bytes = match body.collect().await {
                 Ok(b) => b.to_bytes(),
@@ -320,6 +394,12 @@ async fn route(
             reply(404, b)
         }
     }
+}
+
+fn metrics_text() -> String {
+    crate::metrics::get()
+        .map(crate::metrics::Metrics::render)
+        .unwrap_or_default()
 }
 
 /// The daemon's socket named by a CNI config, when it makes `plexus` a

@@ -21,6 +21,19 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+
+/// What a long-running host of the invoker (thick mode's daemon) is told
+/// of every plugin it ran: the plugin type, the command, how long it took,
+/// and whether it succeeded.
+pub type Observer = fn(plugin: &str, command: &str, elapsed: Duration, ok: bool);
+
+static OBSERVER: std::sync::OnceLock<Observer> = std::sync::OnceLock::new();
+
+/// Sets the process's [`Observer`], once (later calls change nothing).
+/// Nothing is observed without one.
+pub fn set_observer(f: Observer) {
+    let _ = OBSERVER.set(f);
+}
 use serde_json::{Map, Value, json};
 
 use crate::args::CniArgs;
@@ -234,6 +247,10 @@ impl Invoker {
         let binary = self.find(plugin)?;
         let started = Instant::now();
         let out = run(&binary, &self.env(command, rt), stdin, self.timeout);
+        if let Some(observe) = OBSERVER.get() {
+            let ok = matches!(&out, Ok(Some(f)) if f.status.success());
+            observe(plugin, command.as_str(), started.elapsed(), ok);
+        }
         tracing::debug!(
             plugin,
             command = command.as_str(),
