@@ -7,7 +7,9 @@
 //!    order (the baseline: no meta plugin at all). Both are run by one bash
 //!    loop each, alternating in rounds. Target ratio ≤ 1.10.
 //!    The same through the API server stand-in (kube client, HTTP to a
-//!    local server) is shown beside them.
+//!    local server) is shown beside them, and in thick mode (the shim
+//!    handing each call to `plexus daemon`, same stand-in), with the API
+//!    requests each path makes per ADD and per DEL.
 //! 2. Peak RSS of the `plexus` process during ADD (its own `VmHWM`, which
 //!    it logs at the end of each call; delegates excluded), in both modes.
 //!    Target ≤ 12 MiB.
@@ -38,7 +40,11 @@ struct Setup {
     plexus_conf: std::path::PathBuf,
     /// The same, with NADs and the pod from the API server stand-in.
     api_conf: std::path::PathBuf,
-    _api: FakeApiServer,
+    /// The same again, as thick mode's shim: every call through
+    /// `plexus daemon` (`daemon`).
+    thick_conf: std::path::PathBuf,
+    _daemon: Daemon,
+    api: FakeApiServer,
     delegates: [(std::path::PathBuf, &'static str); 3],
 }
 
@@ -105,6 +111,16 @@ fn setup() -> Setup {
             "cniDir": d.join("cache"), "kubeconfig": d.join("kubeconfig"),
             "logLevel": "verbose", "logFile": d.join("plexus-api.log"), "logToStderr": false}),
     );
+    let thick_conf = d.join("plexus-thick.conf");
+    write(
+        &thick_conf,
+        &json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
+            "clusterNetwork": "pod-network", "confDir": d.join("net.d"),
+            "cniDir": d.join("cache"), "kubeconfig": d.join("kubeconfig"),
+            "daemonSocketDir": d.join("run"),
+            "logLevel": "verbose", "logToStderr": false}),
+    );
+    let daemon = Daemon::start(&host, d);
     let delegates = [
         (d.join("primary.conf"), "eth0"),
         (d.join("mva.conf"), "net1"),
@@ -118,8 +134,41 @@ fn setup() -> Setup {
         tmp,
         plexus_conf,
         api_conf,
-        _api: api,
+        thick_conf,
+        _daemon: daemon,
+        api,
         delegates,
+    }
+}
+
+/// `plexus daemon` in the bench's host namespace, socket in `<dir>/run`;
+/// killed on drop.
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(host: &NetNs, dir: &Path) -> Self {
+        let child = host
+            .command(bin("plexus"))
+            .unwrap()
+            .args(["daemon", "--socket-dir"])
+            .arg(dir.join("run"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("plexus daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !dir.join("run/plexus.sock").exists() {
+            assert!(Instant::now() < deadline, "plexus daemon did not come up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -195,8 +244,15 @@ fn main() {
     // 1. Overhead against the bare delegates.
     let mut through = Vec::new();
     let mut through_api = Vec::new();
+    let mut through_thick = Vec::new();
     let mut direct = Vec::new();
     for _ in 0..ROUNDS {
+        through_thick.extend(bash_loop(
+            &s.host,
+            &env(pod.path(), "bench", plexus_args()),
+            &plexus_cycle(&s.thick_conf),
+            PER_ROUND,
+        ));
         through.extend(bash_loop(
             &s.host,
             &env(pod.path(), "bench", plexus_args()),
@@ -219,6 +275,9 @@ fn main() {
     let base = median(&mut direct).as_secs_f64();
     let ratio = median(&mut through).as_secs_f64() / base;
     let ratio_api = median(&mut through_api).as_secs_f64() / base;
+    let thin_api = median(&mut through_api).as_secs_f64();
+    let ratio_thick = median(&mut through_thick).as_secs_f64() / base;
+    let thick_vs_thin = median(&mut through_thick).as_secs_f64() / thin_api;
     print!(
         "{}",
         table(
@@ -226,6 +285,7 @@ fn main() {
             &mut [
                 ("plexus (standalone: NADs, cache, status)", through),
                 ("plexus (API stand-in: GET pod+NADs, PATCH)", through_api),
+                ("plexus thick (shim + daemon, API stand-in)", through_thick),
                 ("the 3 delegates exec'd directly (baseline)", direct),
             ],
         )
@@ -234,6 +294,35 @@ fn main() {
         "\nratio plexus / delegates: {ratio:.3} standalone, {ratio_api:.3} with the API server"
     );
     println!("(target <= 1.10; Multus thin is ~1.5 in its issue #452)");
+    // API requests per call, from the stand-in's own log, one ADD and one
+    // DEL through each Kubernetes-mode path.
+    let per_call = |conf: &Path, cmd: &str| -> usize {
+        let before = s.api.requests().len();
+        let script = format!(
+            "{}; CNI_IFNAME=eth0 CNI_COMMAND={cmd} {} < {} > /dev/null",
+            env(pod.path(), "bench", plexus_args()),
+            bin("plexus").display(),
+            conf.display()
+        );
+        let out = s
+            .host
+            .command("bash")
+            .unwrap()
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {out:?}");
+        s.api.requests().len() - before
+    };
+    for (mode, conf) in [("thin", &s.api_conf), ("thick", &s.thick_conf)] {
+        let add = per_call(conf, "ADD");
+        let del = per_call(conf, "DEL");
+        println!("API requests, plexus {mode}: {add} per ADD, {del} per DEL");
+    }
+    println!(
+        "ratio plexus thick / delegates: {ratio_thick:.3} (target <= 1.05); thick / thin with the \
+         API server: {thick_vs_thin:.3} (target <= 0.5: needs the informer caches, not built yet)"
+    );
 
     // 2. Peak RSS, from the per-call log lines.
     for (mode, file) in [

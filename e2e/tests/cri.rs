@@ -3,7 +3,8 @@
 //! and call `plexus` (installed by the real `plexus install`) for CNI ADD
 //! and DEL. Every scenario runs in standalone mode (annotations through
 //! containerd's `io.kubernetes.cri.pod-annotations`) and in Kubernetes
-//! mode (the pod and NADs from the API server stand-in).
+//! mode (the pod and NADs from the API server stand-in), and again in
+//! Kubernetes mode through thick mode's daemon (containerd runs the shim).
 //!
 //! What is asserted is what the kubelet and a user see: the pod IP the CRI
 //! reports, interfaces and pings in the sandbox's network namespace,
@@ -29,6 +30,13 @@ macro_rules! both {
         }
         mod api {
             $(#[test] fn $name() { super::$name(super::Source::Api) })*
+        }
+        /// Thick mode: containerd runs the plexus shim, which hands every
+        /// request to `plexus daemon`.
+        mod thick {
+            $(#[test] fn $name() {
+                plexus_e2e::meta::through_daemon(|| super::$name(super::Source::Api))
+            })*
         }
     };
 }
@@ -61,6 +69,16 @@ impl Node {
                 {"type": "tuning", "capabilities": {"mac": true}}]}),
         );
         let bin_dir = install_plexus(&w);
+        if let Some(d) = &w.daemon {
+            // Thick mode: the installed config makes plexus the shim.
+            let conf = std::fs::read_to_string(w.path("net.d/00-plexus.conflist")).unwrap();
+            let v: Value = serde_json::from_str(&conf).unwrap();
+            assert_eq!(
+                v["plugins"][0]["daemonSocketDir"],
+                json!(d.socket_dir),
+                "{conf}"
+            );
+        }
         let cri = Containerd::start(&w.host, &bin_dir, &w.path("net.d"));
         Node { cri, w }
     }
