@@ -680,6 +680,16 @@ fn deploy_manifests_are_valid_kubernetes_and_agree_with_each_other() {
 
 #[test]
 fn plexus_makes_only_the_requests_its_cluster_role_allows() {
+    rbac_matches_the_requests();
+}
+
+/// Thick mode's daemon runs under the same ServiceAccount and role.
+#[test]
+fn plexus_daemon_makes_only_the_requests_the_same_cluster_role_allows() {
+    plexus_e2e::meta::through_daemon(rbac_matches_the_requests);
+}
+
+fn rbac_matches_the_requests() {
     use plexus_e2e::meta::{Source, World};
     let w = World::new(Source::Api);
     let pod = w.pod("rbac", Some("macvlan-dyn"));
@@ -802,4 +812,142 @@ fn kind_suite_manifests_are_valid_and_match_its_script() {
         assert!(script.contains(pod.metadata.name.as_deref().unwrap()));
     }
     assert_eq!(planned.len(), 4);
+}
+
+#[test]
+fn the_thick_overlay_runs_the_daemon_and_points_the_shim_at_its_socket() {
+    let dir = repo().join("deploy/thick");
+    let (mut files, mut images) = (Vec::new(), BTreeSet::new());
+    kustomize(&dir, &mut files, &mut images);
+    let (mut base_files, mut base_images) = (Vec::new(), BTreeSet::new());
+    kustomize(&repo().join("deploy"), &mut base_files, &mut base_images);
+    base_files.push(dir.join("plexus-daemon.yaml"));
+    assert_eq!(files, base_files, "deploy/ plus the daemon");
+    assert_eq!(images, base_images);
+    let mut objects: Vec<Value> = Vec::new();
+    for f in &files {
+        for doc in yaml_docs(f) {
+            validate(&doc, &rel(f));
+            objects.push(doc);
+        }
+    }
+    // The patches (strategic merge of ConfigMap data) hit objects that exist.
+    let k = yaml_docs(&dir.join("kustomization.yaml")).remove(0);
+    for p in k["patches"].as_array().unwrap() {
+        let path = dir.join(p["path"].as_str().unwrap());
+        let patch = yaml_docs(&path).remove(0);
+        validate(&patch, &rel(&path));
+        let target = objects
+            .iter_mut()
+            .find(|d| {
+                d["kind"] == patch["kind"] && d["metadata"]["name"] == patch["metadata"]["name"]
+            })
+            .unwrap_or_else(|| panic!("{}: patches nothing", rel(&path)));
+        for (key, v) in patch["data"].as_object().unwrap() {
+            assert!(
+                target["data"].get(key).is_some(),
+                "{}: no key {key} to patch",
+                rel(&path)
+            );
+            target["data"][key] = v.clone();
+        }
+    }
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    // The shim's socket directory is the daemon's, and the daemon's
+    // container has it at the same path as the host (the shim runs there).
+    let plexus_config: Value = serde_json::from_str(
+        find("ConfigMap", "plexus-config")["data"]["plexus-config"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let socket_dir = plexus_config["daemonSocketDir"].as_str().unwrap();
+    let daemon_config: Value = serde_json::from_str(
+        find("ConfigMap", "plexus-daemon-config")["data"]["daemon-config.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(daemon_config["socketDir"], socket_dir);
+    assert_eq!(
+        daemon_config["kubeconfig"], "",
+        "the daemon uses its service account"
+    );
+    let ds = find("DaemonSet", "plexus-daemon");
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["hostPID"], true);
+    let sa = spec["serviceAccountName"].as_str().unwrap();
+    find("ServiceAccount", sa);
+    let volumes = spec["volumes"].as_array().unwrap();
+    let c = &spec["containers"][0];
+    let mount_of = |path: &str| {
+        let m = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .unwrap_or_else(|| panic!("the daemon does not mount {path}"));
+        volumes
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .unwrap_or_else(|| panic!("no volume {}", m["name"]))
+            .clone()
+    };
+    assert_eq!(mount_of(socket_dir)["hostPath"]["path"], socket_dir);
+    // What delegates need of the node, at the node's own paths.
+    for p in [
+        "/opt/cni/bin",
+        "/etc/cni/net.d",
+        "/var/lib/cni",
+        "/run/netns",
+        "/var/lib/kubelet",
+    ] {
+        assert_eq!(mount_of(p)["hostPath"]["path"], p);
+    }
+    for m in c["volumeMounts"].as_array().unwrap() {
+        assert!(
+            volumes.iter().any(|v| v["name"] == m["name"]),
+            "no volume {}",
+            m["name"]
+        );
+    }
+    // The probes are served where the config says the metrics are.
+    let metrics = daemon_config["metricsAddress"].as_str().unwrap();
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let port = c[probe]["httpGet"]["port"].as_u64().unwrap();
+        assert!(
+            metrics.ends_with(&format!(":{port}")),
+            "{probe} vs {metrics}"
+        );
+    }
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // The built binary takes the arguments.
+    let image = c["image"].as_str().unwrap();
+    let bin = image_binary(image);
+    assert_eq!(c["command"], json!([format!("/usr/bin/{bin}")]));
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let out = std::process::Command::new(plexus_e2e::bin(&bin))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--metrics-address"),
+        "{bin} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And the daemon reads that config as it is.
+    plexus_meta_cni::thick::DaemonConfig::from_value(&daemon_config, None).unwrap();
 }
