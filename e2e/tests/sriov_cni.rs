@@ -275,11 +275,17 @@ fn add_gives_the_pod_its_vf_configured_and_del_puts_everything_back() {
     assert_eq!(r.data_files(), ["/c1-net1", &format!("pci/{}", vf.vf_bdf)]);
     assert_eq!(r.leases(), ["10.56.0.10"]);
 
+    assert!(
+        !r.sysfs.device_dir(&vf.vf_bdf).join("net/ensvf0").exists(),
+        "the host's sysfs lists a netdev that is in the pod"
+    );
     r.ok("DEL", Some(&pod), "c1", &conf);
     let after = r.host.link("ensvf0").expect("the VF is back on the host");
     assert_eq!(after["address"], before["address"]);
     assert_eq!(after["mtu"], before["mtu"]);
     assert!(pod.link("net1").is_none());
+    assert!(r.sysfs.device_dir(&vf.vf_bdf).join("net/ensvf0").is_dir());
+    assert!(r.sysfs.class_net("ensvf0").exists());
     assert_eq!(
         r.vf_state(0),
         serde_json::from_str::<Value>(DEFAULTS).unwrap()
@@ -565,9 +571,10 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     let owner = NetNs::with_prefix("sr-owner").unwrap();
     let conf = r.conf(&vf, &json!({"vlan": 12}));
     r.ok("ADD", Some(&owner), "owner", &conf);
-    // As the kernel's sysfs shows it from the host: a netdev in another
-    // namespace is not listed under the VF.
-    r.sysfs.remove_netdev(&vf, "ensvf0");
+    // As the kernel's sysfs shows it from the host (and the emulated PF
+    // keeps its fake tree the same): a netdev in another namespace is not
+    // listed under the VF.
+    assert!(!r.sysfs.device_dir(&vf).join("net/ensvf0").exists());
     let pf_then = r.vf_state(0);
     let out = r.run(
         "ADD",
@@ -629,7 +636,12 @@ fn check_status_and_gc() {
     let conf = r.conf(&r.vfs[0].vf_bdf, &json!({"mac": "02:56:00:00:00:07"}));
     let res = r.ok("ADD", Some(&pod), "c1", &conf);
     // The host's sysfs no longer lists the netdev: it is in the pod.
-    r.sysfs.remove_netdev(&r.vfs[0].vf_bdf, "ensvf0");
+    assert!(
+        !r.sysfs
+            .device_dir(&r.vfs[0].vf_bdf)
+            .join("net/ensvf0")
+            .exists()
+    );
     let mut with_prev = conf.clone();
     with_prev["prevResult"] = res.clone();
     r.ok("CHECK", Some(&pod), "c1", &with_prev);

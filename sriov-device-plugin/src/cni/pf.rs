@@ -52,6 +52,17 @@ pub trait PfOps {
     fn netdev_mac_allowed(&mut self, _vf: u32, _mac: MacAddr) -> Result<(), String> {
         Ok(())
     }
+
+    /// VF `vf`'s netdev `name` left the host's network namespace (into a
+    /// pod) or came back. The kernel's sysfs follows by itself (it lists
+    /// only the netdevs of the reader's namespace), so the production PF
+    /// does nothing; an emulated one updates its fake tree.
+    ///
+    /// # Errors
+    /// The emulation's tree could not be updated.
+    fn netdev_moved(&mut self, _vf: u32, _name: &str, _to_host: bool) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// How often a MAC write is tried, and how long apart: a VF that was just
@@ -366,6 +377,46 @@ impl PfOps for EmulatedPf {
             }
             me.write(&all)
         })
+    }
+
+    fn netdev_moved(&mut self, vf: u32, name: &str, to_host: bool) -> Result<(), String> {
+        // The fake tree (plexus-testkit's layout): <root>/devices/pci0000:00/
+        // <PF>/virtfn<vf> -> ../<VF>, the VF's netdevs in <VF>/net/<name>,
+        // and <root>/class/net/<name> -> ../../devices/pci0000:00/<VF>/net/<name>.
+        // A netdev in a pod is kept aside in <VF>/.in_pod/, where no sysfs
+        // reader looks.
+        let pf_dir = self.state.parent().ok_or("state file has no directory")?;
+        let vf_dir = std::fs::canonicalize(pf_dir.join(format!("virtfn{vf}")))
+            .map_err(|e| format!("VF {vf} of the emulated PF: {e}"))?;
+        let root = pf_dir
+            .ancestors()
+            .nth(3)
+            .ok_or("the emulated PF is not in a fake sysfs tree")?;
+        let (listed, aside) = (
+            vf_dir.join("net").join(name),
+            vf_dir.join(".in_pod").join(name),
+        );
+        let class = root.join("class/net").join(name);
+        let err = |what: &str, e: std::io::Error| format!("emulated sysfs, {what} {name}: {e}");
+        if to_host {
+            if !aside.exists() {
+                return Ok(());
+            }
+            std::fs::rename(&aside, &listed).map_err(|e| err("putting back", e))?;
+            let bdf = vf_dir.file_name().unwrap_or_default().to_string_lossy();
+            let _ = std::fs::remove_file(&class);
+            std::os::unix::fs::symlink(format!("../../devices/pci0000:00/{bdf}/net/{name}"), &class)
+                .map_err(|e| err("linking", e))
+        } else {
+            if !listed.exists() {
+                return Ok(());
+            }
+            std::fs::create_dir_all(aside.parent().unwrap_or(&vf_dir))
+                .map_err(|e| err("hiding", e))?;
+            std::fs::rename(&listed, &aside).map_err(|e| err("hiding", e))?;
+            let _ = std::fs::remove_file(&class);
+            Ok(())
+        }
     }
 
     fn netdev_mac_allowed(&mut self, vf: u32, mac: MacAddr) -> Result<(), String> {

@@ -309,6 +309,9 @@ fn move_in(
 ) -> Result<(MacAddr, u32, u32), String> {
     link::set_down(host, l.index).map_err(|e| e.to_string())?;
     link::set_netns_named(host, l.index, pod.as_fd(), ifname).map_err(|e| e.to_string())?;
+    if let Err(e) = pf.netdev_moved(vf, &l.name, false) {
+        tracing::warn!(error = e, "emulated sysfs not updated");
+    }
     let mut p = nl_in(pod_path)?;
     let inside = link::get_by_name(&mut p, ifname).map_err(|e| e.to_string())?;
     // A rename may leave (or, with udev's policies, add) the old name as an
@@ -389,7 +392,13 @@ fn move_out(
     restore(&mut p, l.index)?;
     let me = File::open("/proc/self/ns/net").map_err(|e| e.to_string())?;
     link::set_netns_named(&mut p, l.index, me.as_fd(), host_name)
-        .map_err(|e| format!("back to the host as {host_name}: {e}"))
+        .map_err(|e| format!("back to the host as {host_name}: {e}"))?;
+    if let Some(pf) = pf
+        && let Err(e) = pf.netdev_moved(a.vf_index, host_name, true)
+    {
+        tracing::warn!(error = e, "emulated sysfs not updated");
+    }
+    Ok(())
 }
 
 /// Runs `config`'s IPAM plugin (from `CNI_PATH`) for one attachment;
