@@ -9,14 +9,20 @@
 //!    (`BPF_MAP_UPDATE_BATCH` and `BPF_MAP_DELETE_BATCH`) on a plain hash
 //!    map of the same key and value sizes. Target ≥ 100k flows/s.
 //! 2. Datapath: UDP frames sent as fast as one CPU can over a veth pair
-//!    (raw socket, `AF_PACKET`) into a port whose ingress runs the
-//!    classifier with 0, 1k and 10k flows installed, against the same
-//!    pair without a classifier, rounds interleaved. The frames match no
-//!    flow, so every subtable is searched (the worst case); they are
-//!    addressed to another host, so after tc the stack drops them at once
-//!    in every configuration. Counted: frames that reached the port (sent
-//!    less what veth dropped for a full receive queue), per second. Target
-//!    ratio ≥ 0.85 at 10k.
+//!    (raw socket, `AF_PACKET`) into `d0`, whose ingress runs the
+//!    classifier, against the same pair without a classifier, rounds
+//!    interleaved. Counted: frames that reached `d0` (sent less what veth
+//!    dropped for a full receive queue), per second. The table: 10k flows
+//!    over 32 distinct masks, all `output:up0` (a veth whose peer's stack
+//!    drops the frames, as `d0`'s does without a classifier). Traffic:
+//!    65,536 distinct 5-tuples that all hit (so the microflow cache cannot
+//!    hide the search), one hot 5-tuple of the last mask searched, and
+//!    65,536 that all miss. A forwarding floor: one catch-all flow to
+//!    `up0` with the hot traffic, the least any flow that forwards costs
+//!    (parse, one probe, the redirect and the extra veth hop), so that the
+//!    hot flow's cost can be split into forwarding and searching. Before
+//!    measuring, the datapath's own counters check the mix. Targets: ≥ 0.85
+//!    of bare veth on the hit mix, ≥ 0.90 with one hot flow.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its table")]
 
@@ -252,6 +258,10 @@ fn mix_frame(t: usize, miss: bool) -> Vec<u8> {
     )
 }
 
+/// A measured configuration: its name, the flows installed (none: no
+/// classifier), the traffic, and the row of its baseline.
+type Config<'a> = (&'static str, Option<&'a String>, &'a [Vec<u8>], usize);
+
 fn datapath_pps() -> Vec<(&'static str, usize, f64)> {
     // The sender and the softirq work its frames cause share one CPU in
     // every configuration.
@@ -301,20 +311,27 @@ fn datapath_pps() -> Vec<(&'static str, usize, f64)> {
     // it cheap.
     let hot = vec![mix_frame(MASKS - 1, false)];
     let table = mix_table();
-    // (name, classifier, traffic, index of its baseline)
-    let configs: [(&str, bool, &[Vec<u8>], usize); 5] = [
-        ("bare veth, 65,536 5-tuples (baseline)", false, &hit, 0),
-        ("bare veth, one 5-tuple (baseline)", false, &hot, 1),
+    let floor = "priority=0,in_port=d0,actions=output:up0\n".to_owned();
+    // (name, table, traffic, index of its baseline)
+    let configs: [Config<'_>; 6] = [
+        ("bare veth, 65,536 5-tuples (baseline)", None, &hit, 0),
+        ("bare veth, one 5-tuple (baseline)", None, &hot, 1),
+        (
+            "forwarding floor: one catch-all flow, one 5-tuple",
+            Some(&floor),
+            &hot,
+            1,
+        ),
         (
             "10k flows / 32 masks, 65,536 5-tuples, all hit",
-            true,
+            Some(&table),
             &hit,
             0,
         ),
-        ("10k flows / 32 masks, one hot flow", true, &hot, 1),
+        ("10k flows / 32 masks, one hot flow", Some(&table), &hot, 1),
         (
             "10k flows / 32 masks, 65,536 5-tuples, all miss",
-            true,
+            Some(&table),
             &miss,
             0,
         ),
@@ -331,10 +348,14 @@ fn datapath_pps() -> Vec<(&'static str, usize, f64)> {
     let mut checked = false;
     for _ in 0..ROUNDS {
         flush(&dut);
-        for (i, (_, classifier, frames, _)) in configs.iter().enumerate() {
-            if *classifier && !configs[i - 1].1 {
-                apply(&dut, &dir, &table);
-                if !checked {
+        let mut installed: Option<&String> = None;
+        for (i, (_, flows, frames, _)) in configs.iter().enumerate() {
+            if let Some(t) = flows
+                && installed != Some(*t)
+            {
+                apply(&dut, &dir, t);
+                installed = Some(*t);
+                if !checked && std::ptr::eq(*t, &table) {
                     check_mix(&gen_ns, &dir, &sock, &hit, &miss);
                     checked = true;
                 }
@@ -438,7 +459,7 @@ fn main() {
             }
         );
     }
-    for (row, goal) in [(2, 0.85), (3, 0.90)] {
+    for (row, goal) in [(3, 0.85), (4, 0.90)] {
         let (name, base, r) = pps[row];
         let ratio = r / pps[base].2;
         println!(
@@ -446,4 +467,12 @@ fn main() {
             met(ratio >= goal)
         );
     }
+    // The hot flow against the forwarding floor: what the search of 32
+    // subtables costs once the packet is forwarded at all.
+    let (hot, floor) = (pps[4].2, pps[2].2);
+    println!(
+        "| packets/s, one hot flow / forwarding floor | {:.3} (search {:.0} ns/packet) |  |",
+        hot / floor,
+        (1.0 / hot - 1.0 / floor) * 1e9
+    );
 }
