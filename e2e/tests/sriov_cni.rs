@@ -83,13 +83,15 @@ impl Rig {
     }
 
     fn run(&self, cmd: &str, pod: Option<&NetNs>, cid: &str, conf: &Value) -> Output {
-        self.run_as(cmd, pod, cid, "net1", conf)
+        self.run_as(cmd, pod.map(NetNs::path), cid, "net1", conf)
     }
 
+    /// A CNI call; `netns` may be a path that no longer exists (the
+    /// runtime passes the one it had).
     fn run_as(
         &self,
         cmd: &str,
-        pod: Option<&NetNs>,
+        netns: Option<&std::path::Path>,
         cid: &str,
         ifname: &str,
         conf: &Value,
@@ -105,39 +107,9 @@ impl Rig {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        if let Some(p) = pod {
-            c.env("CNI_NETNS", p.path());
+        if let Some(p) = netns {
+            c.env("CNI_NETNS", p);
         }
-        let mut child = c.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    /// A CNI call with `CNI_NETNS` set to `path`, which may no longer
-    /// exist (the runtime passes the path it had).
-    fn run_with_netns_path(
-        &self,
-        cmd: &str,
-        path: &std::path::Path,
-        cid: &str,
-        conf: &Value,
-    ) -> Output {
-        use std::io::Write as _;
-        let mut c = self.host.command(bin("sriov")).unwrap();
-        c.env_clear()
-            .env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", cid)
-            .env("CNI_IFNAME", "net1")
-            .env("CNI_NETNS", path)
-            .env("CNI_PATH", REFERENCE_PLUGINS)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
         child
             .stdin
@@ -448,7 +420,7 @@ fn gc_of_one_sriov_network_leaves_another_networks_vf_in_the_pod() {
     let pod = NetNs::with_prefix("sr-two").unwrap();
     let net = |name: &str, i: usize| r.conf(&r.vfs[i].vf_bdf, &json!({"name": name}));
     let ok = |cmd: &str, pod: Option<&NetNs>, ifname: &str, conf: &Value| {
-        let out = r.run_as(cmd, pod, "p1", ifname, conf);
+        let out = r.run_as(cmd, pod.map(NetNs::path), "p1", ifname, conf);
         assert!(out.status.success(), "{cmd} {ifname}: {}", describe(&out));
     };
     ok("ADD", Some(&pod), "net1", &net("sriov-a", 0));
@@ -601,27 +573,7 @@ fn del_cleans_up_after_the_pod_netns_is_gone() {
     assert_eq!(r.vf_state(0)["vlan"], 33);
     drop(pod);
     // The runtime still passes the (now dangling) path.
-    let out = {
-        use std::io::Write as _;
-        let mut c = r.host.command(bin("sriov")).unwrap();
-        c.env_clear()
-            .env("CNI_COMMAND", "DEL")
-            .env("CNI_CONTAINERID", "c1")
-            .env("CNI_IFNAME", "net1")
-            .env("CNI_NETNS", &path)
-            .env("CNI_PATH", REFERENCE_PLUGINS)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let out = r.run_as("DEL", Some(&path), "c1", "net1", &conf);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(r.vf_state(0)["vlan"], 0);
     assert_eq!(r.vf_state(0)["trust"], false);
@@ -871,7 +823,7 @@ fn del_after_the_netns_died_renames_a_vf_that_came_back_as_dev_n() {
         )
         .unwrap();
 
-    let out = r.run_with_netns_path("DEL", &path, "c1", &conf);
+    let out = r.run_as("DEL", Some(&path), "c1", "net1", &conf);
     assert!(out.status.success(), "{}", describe(&out));
     let back = r
         .host

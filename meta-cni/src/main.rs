@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 
 use clap::Parser as _;
 use plexus_meta_cni::install::{InstallArgs, run};
@@ -58,18 +58,7 @@ fn cni() -> ExitCode {
             about,
         ),
     };
-    // Nothing sensible can be done if the runtime closed our pipes.
-    let _ = std::io::stdout()
-        .lock()
-        .write_all(outcome.stdout.as_bytes());
-    let _ = std::io::stderr()
-        .lock()
-        .write_all(outcome.stderr.as_bytes());
-    if outcome.success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    outcome.emit()
 }
 
 /// `plexus daemon`: thick mode's node daemon.

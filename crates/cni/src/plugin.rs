@@ -389,17 +389,21 @@ pub fn run<P: Plugin + ?Sized>(plugin: &P, about: &str) -> ExitCode {
         &mut std::io::stdin().lock(),
         about,
     );
-    // Nothing sensible can be done if the runtime closed our pipes.
-    let _ = std::io::stdout()
-        .lock()
-        .write_all(outcome.stdout.as_bytes());
-    let _ = std::io::stderr()
-        .lock()
-        .write_all(outcome.stderr.as_bytes());
-    if outcome.success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    outcome.emit()
+}
+
+impl Outcome {
+    /// Prints it as a plugin process does and returns the exit status.
+    #[must_use]
+    pub fn emit(&self) -> ExitCode {
+        // Nothing sensible can be done if the runtime closed our pipes.
+        let _ = std::io::stdout().lock().write_all(self.stdout.as_bytes());
+        let _ = std::io::stderr().lock().write_all(self.stderr.as_bytes());
+        if self.success {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
     }
 }
 
