@@ -28,7 +28,7 @@ fi
 for spec in ${PIP_PACKAGES:-}; do
     name="${spec%%==*}"
     want="${spec#*==}"
-    have="$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')"
+    have="$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)"
     [[ "$have" == "$want" ]] && continue
     if ! python3 -m pip --version >/dev/null 2>&1; then
         echo "setup: installing python3-pip"
