@@ -120,6 +120,10 @@ fn setup() -> Setup {
             "daemonSocketDir": d.join("run"),
             "logLevel": "verbose", "logToStderr": false}),
     );
+    write(
+        &d.join("daemon-config.json"),
+        &json!({"kubeconfig": d.join("kubeconfig")}),
+    );
     let daemon = Daemon::start(&host, d);
     let delegates = [
         (d.join("primary.conf"), "eth0"),
@@ -152,6 +156,9 @@ impl Daemon {
             .unwrap()
             .args(["daemon", "--socket-dir"])
             .arg(dir.join("run"))
+            .arg("--config")
+            .arg(dir.join("daemon-config.json"))
+            .env("NODE_NAME", plexus_testkit::apiserver::NODE)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -82,6 +82,10 @@ fn nads(data: &Path) -> Vec<(&'static str, Option<Value>)> {
 /// The world.
 #[derive(Debug)]
 pub struct World {
+    /// Thick mode: `plexus daemon` in the host namespace, which every
+    /// `plexus` call (a shim, through `daemonSocketDir`) hands its request.
+    /// (First, so that it is stopped, and its log shown, before `tmp` goes.)
+    pub daemon: Option<Daemon>,
     /// Where plexus and the delegates run.
     pub host: NetNs,
     /// All state.
@@ -95,9 +99,6 @@ pub struct World {
     /// `CNI_PATH` for plexus and its delegates (the reference plugins;
     /// add the target directory for Plexus's own, such as `sriov`).
     pub cni_path: String,
-    /// Thick mode: `plexus daemon` in the host namespace, which every
-    /// `plexus` call (a shim, through `daemonSocketDir`) hands its request.
-    pub daemon: Option<Daemon>,
 }
 
 thread_local! {
@@ -151,6 +152,8 @@ impl Daemon {
             .arg(&socket_dir)
             .args(args)
             .env("PLEXUS_LOG", "debug")
+            // The stand-in binds its pods to this node.
+            .env("NODE_NAME", plexus_testkit::apiserver::NODE)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("daemon log"))
             .spawn()
@@ -181,10 +184,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let exited = self.child.try_wait().ok().flatten();
         self.kill();
         if std::thread::panicking() {
             eprintln!(
-                "--- plexus daemon log ---\n{}",
+                "--- plexus daemon log (exited by itself: {exited:?}) ---\n{}",
                 fs::read_to_string(&self.log).unwrap_or_default()
             );
         }
@@ -290,9 +294,18 @@ impl World {
                 api = Some(server);
             }
         }
-        let daemon = THICK
-            .with(std::cell::Cell::get)
-            .then(|| Daemon::start(&host, tmp.path()));
+        // The daemon caches the stand-in's pods and NADs from its start,
+        // as a DaemonSet with the node's kubeconfig does.
+        let daemon = THICK.with(std::cell::Cell::get).then(|| {
+            let mut args = Vec::new();
+            if let Some(kc) = conf.get("kubeconfig") {
+                let path = tmp.path().join("daemon-config.json");
+                fs::write(&path, json!({ "kubeconfig": kc }).to_string()).unwrap();
+                args.push(path.display().to_string());
+            }
+            let args: Vec<&str> = args.iter().flat_map(|p| ["--config", p.as_str()]).collect();
+            Daemon::start_with(&host, tmp.path(), &args)
+        });
         if let Some(d) = &daemon {
             conf["daemonSocketDir"] = json!(d.socket_dir);
         }

@@ -100,6 +100,19 @@ pub fn allows(rules: &[Rule], verb: &str, group: &str, resource: &str) -> bool {
         .any(|r| any(&r.verbs, verb) && any(&r.groups, group) && any(&r.resources, resource))
 }
 
+/// The authorizer's view of a recorded request: [`attributes`], with a
+/// `GET ...?watch=true` a `watch`.
+#[must_use]
+pub fn request_attributes(r: &Recorded) -> Option<(String, String, String)> {
+    let (verb, group, resource) = attributes(&r.method, &r.path)?;
+    let watch = matches!(r.query.get("watch").map(String::as_str), Some("true" | "1"));
+    Some(if watch && verb == "list" {
+        ("watch".to_owned(), group, resource)
+    } else {
+        (verb, group, resource)
+    })
+}
+
 /// The recorded requests `rules` would refuse, as `METHOD path (verb
 /// group/resource)`.
 #[must_use]
@@ -107,7 +120,7 @@ pub fn denied(rules: &[Rule], requests: &[Recorded]) -> Vec<String> {
     requests
         .iter()
         .filter_map(|r| {
-            let (verb, group, resource) = attributes(&r.method, &r.path)?;
+            let (verb, group, resource) = request_attributes(r)?;
             (!allows(rules, &verb, &group, &resource))
                 .then(|| format!("{} {} ({verb} {group}/{resource})", r.method, r.path))
         })

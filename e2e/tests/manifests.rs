@@ -680,16 +680,22 @@ fn deploy_manifests_are_valid_kubernetes_and_agree_with_each_other() {
 
 #[test]
 fn plexus_makes_only_the_requests_its_cluster_role_allows() {
-    rbac_matches_the_requests();
+    rbac_matches_the_requests(&[("deploy/plexus.yaml", "plexus")]);
 }
 
-/// Thick mode's daemon runs under the same ServiceAccount and role.
+/// Thick mode's daemon runs under the same ServiceAccount, with the
+/// overlay's role for its informers (list and watch) beside plexus's.
 #[test]
-fn plexus_daemon_makes_only_the_requests_the_same_cluster_role_allows() {
-    plexus_e2e::meta::through_daemon(rbac_matches_the_requests);
+fn plexus_daemon_makes_only_the_requests_its_cluster_roles_allow() {
+    plexus_e2e::meta::through_daemon(|| {
+        rbac_matches_the_requests(&[
+            ("deploy/plexus.yaml", "plexus"),
+            ("deploy/thick/plexus-daemon.yaml", "plexus-daemon"),
+        ]);
+    });
 }
 
-fn rbac_matches_the_requests() {
+fn rbac_matches_the_requests(roles: &[(&str, &str)]) {
     use plexus_e2e::meta::{Source, World};
     let w = World::new(Source::Api);
     let pod = w.pod("rbac", Some("macvlan-dyn"));
@@ -701,24 +707,30 @@ fn rbac_matches_the_requests() {
         requests.iter().any(|r| r.method == "PATCH") && requests.iter().any(|r| r.method == "GET"),
         "{requests:?}"
     );
-    let rules = plexus_e2e::rbac::cluster_role(&repo().join("deploy/plexus.yaml"), "plexus");
+    let rules: Vec<_> = roles
+        .iter()
+        .flat_map(|(file, role)| plexus_e2e::rbac::cluster_role(&repo().join(file), role))
+        .collect();
     let denied = plexus_e2e::rbac::denied(&rules, &requests);
     assert!(
         denied.is_empty(),
-        "deploy/plexus.yaml's ClusterRole refuses {denied:?}"
+        "the ClusterRoles {roles:?} refuse {denied:?}"
     );
-    // And it grants nothing plexus does not use.
+    // And the role this mode adds (the last) grants nothing it does not
+    // use. (Thick mode's GETs are the fallback of its caches: the run
+    // above, served from them, need not make any.)
     let used: BTreeSet<_> = requests
         .iter()
-        .filter_map(|r| plexus_e2e::rbac::attributes(&r.method, &r.path))
+        .filter_map(plexus_e2e::rbac::request_attributes)
         .collect();
-    for rule in &rules {
+    let (file, role) = roles[roles.len() - 1];
+    for rule in &plexus_e2e::rbac::cluster_role(&repo().join(file), role) {
         for verb in &rule.verbs {
             for res in &rule.resources {
                 assert!(
                     used.iter()
                         .any(|(v, g, r)| v == verb && r == res && rule.groups.contains(g)),
-                    "deploy/plexus.yaml grants {verb} {res}, which plexus never uses"
+                    "{file} ({role}) grants {verb} {res}, which plexus never uses"
                 );
             }
         }
@@ -885,8 +897,24 @@ fn the_thick_overlay_runs_the_daemon_and_points_the_shim_at_its_socket() {
     assert_eq!(spec["hostPID"], true);
     let sa = spec["serviceAccountName"].as_str().unwrap();
     find("ServiceAccount", sa);
+    // Its informers' role is bound to that account.
+    let binding = find("ClusterRoleBinding", "plexus-daemon");
+    assert_eq!(binding["roleRef"]["name"], "plexus-daemon");
+    assert_eq!(binding["subjects"][0]["name"], sa);
+    find("ClusterRole", "plexus-daemon");
     let volumes = spec["volumes"].as_array().unwrap();
     let c = &spec["containers"][0];
+    // The pod informer's node: the downward API's spec.nodeName.
+    assert!(
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "NODE_NAME"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"),
+        "{}",
+        c["env"]
+    );
     let mount_of = |path: &str| {
         let m = c["volumeMounts"]
             .as_array()

@@ -464,7 +464,7 @@ fn api_down_and_cache_gone_deletes_what_it_can_and_asks_to_retry() {
         "default",
         "macvlan-dyn",
         Some(
-            &json!({"cniVersion": "0.4.0", "type": "macvlan", "master": "mv0",
+            &json!({"cniVersion": "0.4.0", "type": "macvlan", "master": plexus_e2e::meta::MASTER,
                 "mode": "bridge", "ipam": w.ipam("10.77.1.0/24")})
             .to_string(),
         ),
@@ -660,5 +660,130 @@ fn thick_daemon_metrics_count_what_it_served() {
         // The metrics port never serves CNI requests.
         assert!(scrape(&w, addr, "/cni").0.contains(" 404 "));
         w.del(&b);
+    });
+}
+
+/// `GET path` on the daemon's socket: the status and body.
+fn daemon_get(w: &World, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let sock = w.daemon.as_ref().unwrap().socket_dir.join("plexus.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// A counter of the daemon's metrics (0 when absent).
+fn daemon_metric(w: &World, line_prefix: &str) -> u64 {
+    let (_, text) = daemon_get(w, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `f` holds, at most 5 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The daemon's informer caches: once synced (`/readyz`), an ADD reads
+/// the pod and its NAD from them, so the API server sees the status patch
+/// and nothing else on the ADD's path (Events are posted after it), and
+/// nothing at all for DEL. A NAD edited at the API server reaches the
+/// next ADD through the watch; a pod the cache cannot have (another node's)
+/// is read with a GET.
+#[test]
+fn thick_add_reads_pod_and_nads_from_the_informer_caches() {
+    plexus_e2e::meta::through_daemon(|| {
+        let w = World::new(Source::Api);
+        eventually("/readyz answers 200", || daemon_get(&w, "/readyz").0 == 200);
+        let pod_events = || daemon_metric(&w, "plexus_informer_events_total{resource=\"pods\"}");
+        let seen = pod_events();
+        let a = w.pod("a", Some("macvlan-dyn"));
+        eventually("the pod informer has pod a", || pod_events() > seen);
+        let on_path = |from: usize| -> Vec<String> {
+            w.api().requests()[from..]
+                .iter()
+                .filter(|r| !r.path.ends_with("/events"))
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect()
+        };
+        let before = w.api().requests().len();
+        w.add(&a);
+        assert_eq!(
+            on_path(before),
+            ["PATCH /api/v1/namespaces/default/pods/a/status"],
+            "ADD through the daemon"
+        );
+        assert_eq!(ipv4(&a, "net1").rsplit_once('.').unwrap().0, "10.77.1");
+        eventually("the AddedInterface Events", || {
+            w.api()
+                .events()
+                .iter()
+                .filter(|e| e["reason"] == "AddedInterface")
+                .count()
+                == 2
+        });
+        let before = w.api().requests().len();
+        w.del(&a);
+        assert_eq!(
+            on_path(before),
+            Vec::<String>::new(),
+            "DEL through the daemon"
+        );
+
+        // The NAD moves to another subnet: the watch brings it to the cache.
+        let events = daemon_metric(
+            &w,
+            "plexus_informer_events_total{resource=\"network-attachment-definitions\"}",
+        );
+        w.add_nad(
+            "default",
+            "macvlan-dyn",
+            &json!({"cniVersion": "0.4.0", "type": "macvlan", "master": plexus_e2e::meta::MASTER,
+                    "mode": "bridge", "ipam": w.ipam("10.77.9.0/24")}),
+        );
+        eventually("the NAD informer sees the edit", || {
+            daemon_metric(
+                &w,
+                "plexus_informer_events_total{resource=\"network-attachment-definitions\"}",
+            ) > events
+        });
+        let seen = pod_events();
+        let b = w.pod("b", Some("macvlan-dyn"));
+        eventually("the pod informer has pod b", || pod_events() > seen);
+        w.add(&b);
+        assert_eq!(ipv4(&b, "net1").rsplit_once('.').unwrap().0, "10.77.9");
+
+        // Another node's pod is not in this node's cache: a GET finds it.
+        let c = w.pod("c", Some("macvlan-dyn"));
+        let uid = w.api().add_pod_on(
+            "other-node",
+            "default",
+            "c",
+            &[("k8s.v1.cni.cncf.io/networks", "macvlan-dyn")],
+        );
+        let c = plexus_e2e::meta::Pod { uid, ..c };
+        let before = w.api().requests().len();
+        w.add(&c);
+        assert!(
+            on_path(before).contains(&"GET /api/v1/namespaces/default/pods/c".to_owned()),
+            "{:?}",
+            on_path(before)
+        );
+        w.del(&b);
+        w.del(&c);
+        assert_clean(&w, &[&a, &b, &c]);
     });
 }

@@ -128,6 +128,17 @@ pub trait Cluster {
     /// When the source cannot be read.
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError>;
 
+    /// A NAD that plexus's own config names (`clusterNetwork`,
+    /// `defaultNetworks`), which falls back to a file of that name when
+    /// absent: the node's cache, once synced, answers for good (a NAD the
+    /// cache has not seen is not asked for at every ADD).
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    fn config_nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {
+        self.nad(namespace, name)
+    }
+
     /// Records a Kubernetes Event about the pod, best effort: a failure is
     /// logged and never fails the CNI call. Nothing without an API server.
     fn event(&self, _pod: &PodRef, _kind: EventKind, _reason: &str, _message: &str) {}
@@ -254,6 +265,8 @@ pub struct KubeCluster {
     /// from the first one (DEL: one bound for the pod and all its NADs).
     total: Option<Duration>,
     first_request: std::cell::OnceCell<Instant>,
+    /// The daemon's informer caches for this cluster (thick mode only).
+    cache: Option<std::sync::Arc<crate::informer::Informers>>,
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -275,6 +288,32 @@ fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// The client config from `kubeconfig`, or the in-cluster config when
+/// `None`, with plexus's timeouts and no retries of kube's own.
+///
+/// # Errors
+/// When the kubeconfig cannot be read or names no usable cluster.
+pub async fn kube_config(kubeconfig: Option<&Path>) -> Result<Config, ClusterError> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| ClusterError::Config(format!("kubeconfig {}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| ClusterError::Config(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        None => Config::incluster()
+            .map_err(|e| ClusterError::Config(format!("in-cluster config: {e}")))?,
+    };
+    config.connect_timeout = Some(Duration::from_secs(2));
+    config.read_timeout = Some(Duration::from_secs(5));
+    config.write_timeout = Some(Duration::from_secs(5));
+    // kube retries 429/503/504 by itself, under our retries: a DEL
+    // against a 503ing server took minutes. Only `retry` below retries.
+    config.default_retry = false;
+    Ok(config)
+}
+
 impl KubeCluster {
     /// A client from `kubeconfig`, or the in-cluster config when `None`.
     ///
@@ -285,26 +324,7 @@ impl KubeCluster {
             .enable_all()
             .build()
             .map_err(|e| ClusterError::Config(format!("tokio runtime: {e}")))?;
-        let mut config = match kubeconfig {
-            Some(path) => {
-                let kc = Kubeconfig::read_from(path).map_err(|e| {
-                    ClusterError::Config(format!("kubeconfig {}: {e}", path.display()))
-                })?;
-                rt.block_on(Config::from_custom_kubeconfig(
-                    kc,
-                    &KubeConfigOptions::default(),
-                ))
-                .map_err(|e| ClusterError::Config(format!("kubeconfig {}: {e}", path.display())))?
-            }
-            None => Config::incluster()
-                .map_err(|e| ClusterError::Config(format!("in-cluster config: {e}")))?,
-        };
-        config.connect_timeout = Some(Duration::from_secs(2));
-        config.read_timeout = Some(Duration::from_secs(5));
-        config.write_timeout = Some(Duration::from_secs(5));
-        // kube retries 429/503/504 by itself, under our retries: a DEL
-        // against a 503ing server took minutes. Only `retry` below retries.
-        config.default_retry = false;
+        let config = rt.block_on(kube_config(kubeconfig))?;
         let client = {
             let _guard = rt.enter();
             Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?
@@ -314,6 +334,7 @@ impl KubeCluster {
             client,
             total: None,
             first_request: std::cell::OnceCell::new(),
+            cache: crate::informer::for_kubeconfig(kubeconfig),
         })
     }
 
@@ -406,7 +427,7 @@ fn event_resource() -> ApiResource {
     }
 }
 
-fn nad_resource() -> ApiResource {
+pub(crate) fn nad_resource() -> ApiResource {
     ApiResource {
         group: "k8s.cni.cncf.io".into(),
         version: "v1".into(),
@@ -416,8 +437,35 @@ fn nad_resource() -> ApiResource {
     }
 }
 
+/// Posts an Event, bounded by [`EVENT_BUDGET`]; failures are logged.
+async fn post_event(api: Api<DynamicObject>, obj: DynamicObject, pod: &PodRef, reason: &str) {
+    let sent = tokio::time::timeout(
+        EVENT_BUDGET,
+        api.create(&kube::api::PostParams::default(), &obj),
+    )
+    .await;
+    if let Some(m) = crate::metrics::get() {
+        m.api(
+            "POST",
+            if matches!(sent, Ok(Ok(_))) {
+                "ok"
+            } else {
+                "error"
+            },
+        );
+    }
+    match sent {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(pod = %pod, reason, error = %e, "event not recorded"),
+        Err(_) => tracing::warn!(pod = %pod, reason, "event not recorded: no answer in time"),
+    }
+}
+
 impl Cluster for KubeCluster {
     fn pod(&self, pod: &PodRef) -> Result<Option<PodInfo>, ClusterError> {
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.pod(pod)) {
+            return Ok(Some(hit));
+        }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let found = self.retry(&format!("GET pod {pod}"), || {
             let api = api.clone();
@@ -431,6 +479,11 @@ impl Cluster for KubeCluster {
     }
 
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {
+        if let Some(cache) = &self.cache
+            && let Some(hit) = cache.nad(namespace, name)?
+        {
+            return Ok(Some(hit));
+        }
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &nad_resource());
         let what = format!("GET network-attachment-definition {namespace}/{name}");
@@ -451,6 +504,13 @@ impl Cluster for KubeCluster {
                 })
             })
             .transpose()
+    }
+
+    fn config_nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {
+        match &self.cache {
+            Some(cache) if cache.nads_synced() => cache.nad(namespace, name),
+            _ => self.nad(namespace, name),
+        }
     }
 
     fn event(&self, pod: &PodRef, kind: EventKind, reason: &str, message: &str) {
@@ -478,8 +538,6 @@ impl Cluster for KubeCluster {
             "reportingComponent": "plexus",
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         });
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &pod.namespace, &event_resource());
         let obj: DynamicObject = match serde_json::from_value(event) {
             Ok(o) => o,
             Err(e) => {
@@ -487,28 +545,19 @@ impl Cluster for KubeCluster {
                 return;
             }
         };
-        let sent = self.rt.block_on(async {
-            tokio::time::timeout(
-                EVENT_BUDGET,
-                api.create(&kube::api::PostParams::default(), &obj),
-            )
-            .await
-        });
-        if let Some(m) = crate::metrics::get() {
-            m.api(
-                "POST",
-                if matches!(sent, Ok(Ok(_))) {
-                    "ok"
-                } else {
-                    "error"
-                },
-            );
+        // In the daemon, the Event is posted after the answer, on the
+        // daemon's own client: it never delays the pod.
+        if let Some(client) = self.cache.as_ref().and_then(|c| c.client())
+            && let Some(handle) = crate::informer::handle()
+        {
+            let api = Api::namespaced_with(client, &pod.namespace, &event_resource());
+            let (pod, reason) = (pod.clone(), reason.to_owned());
+            handle.spawn(async move { post_event(api, obj, &pod, &reason).await });
+            return;
         }
-        match sent {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(pod = %pod, reason, error = %e, "event not recorded"),
-            Err(_) => tracing::warn!(pod = %pod, reason, "event not recorded: no answer in time"),
-        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &pod.namespace, &event_resource());
+        self.rt.block_on(post_event(api, obj, pod, reason));
     }
 
     fn set_network_status(

@@ -17,6 +17,7 @@
 pub mod cluster;
 pub mod config;
 pub mod devices;
+pub mod informer;
 pub mod install;
 pub mod logging;
 pub mod metrics;

@@ -80,6 +80,10 @@ struct DaemonArgs {
     /// (`host:port`; overrides the config's `metricsAddress`).
     #[arg(long)]
     metrics_address: Option<String>,
+    /// This node's name: the daemon caches the pods bound to it (the
+    /// DaemonSet passes `spec.nodeName` through the downward API).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
 }
 
 fn daemon() -> ExitCode {
@@ -103,6 +107,10 @@ fn daemon() -> ExitCode {
             if args.metrics_address.is_some() {
                 c.metrics_address = args.metrics_address;
             }
+            c.node_name = args
+                .node_name
+                .or_else(|| std::env::var("MULTUS_NODE_NAME").ok())
+                .filter(|n| !n.is_empty());
             c
         }
         Err(e) => {

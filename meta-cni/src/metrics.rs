@@ -9,6 +9,11 @@
 //!   `plexus_delegate_calls_total{type,verb,result}`: every delegate run;
 //! - `plexus_api_requests_total{verb,result}`: API server requests (one per
 //!   attempt), `result` `ok`, `retried`, `refused` or `timeout`;
+//! - `plexus_informer_lookups_total{resource,result}` (`hit`/`miss`),
+//!   `plexus_informer_events_total{resource}`,
+//!   `plexus_informer_last_event_timestamp_seconds{resource}` (lag:
+//!   `time() - x`) and `plexus_informer_synced{resource}`: the informer
+//!   caches ([`crate::informer`]);
 //! - `plexus_attachments_cached`: attachments in the cache directories the
 //!   requests used (`cniDir`), read at each scrape.
 
@@ -50,6 +55,12 @@ struct Inner {
     delegate_calls: BTreeMap<(String, String, String), u64>,
     delegate_duration: BTreeMap<(String, String), Histogram>,
     api: BTreeMap<(String, String), u64>,
+    informer_lookups: BTreeMap<(String, String), u64>,
+    informer_events: BTreeMap<String, u64>,
+    /// Unix time of each informer's last event (list, watch event or
+    /// bookmark).
+    informer_last_event: BTreeMap<String, f64>,
+    informer_synced: BTreeSet<String>,
 }
 
 /// The daemon's metrics.
@@ -132,6 +143,33 @@ impl Metrics {
         });
     }
 
+    /// A lookup in an informer cache: `hit`, or `miss` (then a GET).
+    pub fn informer_lookup(&self, resource: &str, result: &str) {
+        self.with(|i| {
+            *i.informer_lookups
+                .entry((resource.to_owned(), result.to_owned()))
+                .or_default() += 1;
+        });
+    }
+
+    /// An event from an informer's watch.
+    pub fn informer_event(&self, resource: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.with(|i| {
+            *i.informer_events.entry(resource.to_owned()).or_default() += 1;
+            i.informer_last_event.insert(resource.to_owned(), now);
+        });
+    }
+
+    /// An informer listed everything once.
+    pub fn informer_synced(&self, resource: &str) {
+        self.with(|i| {
+            i.informer_synced.insert(resource.to_owned());
+        });
+    }
+
     /// The text exposition.
     #[must_use]
     pub fn render(&self) -> String {
@@ -179,6 +217,42 @@ impl Metrics {
                 .iter()
                 .map(|((v, r), n)| (format!("verb=\"{v}\",result=\"{r}\""), *n)),
         );
+        counter(
+            &mut out,
+            "plexus_informer_lookups_total",
+            "Reads of the informer caches, by resource and result (a miss is then a GET).",
+            i.informer_lookups
+                .iter()
+                .map(|((r, h), n)| (format!("resource=\"{r}\",result=\"{h}\""), *n)),
+        );
+        counter(
+            &mut out,
+            "plexus_informer_events_total",
+            "Events the informers' watches delivered, by resource.",
+            i.informer_events
+                .iter()
+                .map(|(r, n)| (format!("resource=\"{r}\""), *n)),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP plexus_informer_last_event_timestamp_seconds When an informer last heard \
+             from the API server (its lag: time() minus this, bounded by the watch's bookmarks).\n\
+             # TYPE plexus_informer_last_event_timestamp_seconds gauge"
+        );
+        for (r, t) in &i.informer_last_event {
+            let _ = writeln!(
+                out,
+                "plexus_informer_last_event_timestamp_seconds{{resource=\"{r}\"}} {t:.3}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP plexus_informer_synced Whether an informer has listed everything once.\n\
+             # TYPE plexus_informer_synced gauge"
+        );
+        for r in &i.informer_synced {
+            let _ = writeln!(out, "plexus_informer_synced{{resource=\"{r}\"}} 1");
+        }
         drop(i);
         let n: usize = self
             .cache_dirs

@@ -136,7 +136,7 @@ impl Resolver<'_> {
         // own cluster network must not depend on the API server answering.
         let mut lookup_error = None;
         if let Some(cluster) = self.nads().filter(|_| is_object_name) {
-            match cluster.nad(ns, name) {
+            match cluster.config_nad(ns, name) {
                 Ok(Some(nad)) => return Network::from_nad(&nad, self.conf.conf_dir()),
                 Ok(None) => {}
                 Err(e) => lookup_error = Some(CniError::from(e)),

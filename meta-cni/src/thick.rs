@@ -103,6 +103,9 @@ pub struct DaemonConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served over TCP
     /// (`metricsAddress`, or Multus's `metricsPort` on every address).
     pub metrics_address: Option<String>,
+    /// This node's name: the pod informer watches the pods bound to it
+    /// (`--node-name`, `NODE_NAME`, `MULTUS_NODE_NAME`).
+    pub node_name: Option<String>,
 }
 
 impl DaemonConfig {
@@ -148,6 +151,7 @@ impl DaemonConfig {
             socket_dir: dir,
             overrides,
             metrics_address,
+            node_name: None,
         })
     }
 
@@ -266,6 +270,18 @@ pub fn serve(cfg: DaemonConfig) -> io::Result<()> {
         .enable_all()
         .build()?;
     crate::metrics::enable();
+    crate::informer::enable(rt.handle().clone(), cfg.node_name.clone());
+    // The daemon's own cluster is cached from the start (`/readyz` waits
+    // for it); a request naming another kubeconfig starts its own.
+    match cfg.overrides.get("kubeconfig").and_then(Value::as_str) {
+        Some(k) if !k.is_empty() => {
+            crate::informer::for_kubeconfig(Some(Path::new(k)));
+        }
+        _ if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+            crate::informer::for_kubeconfig(None);
+        }
+        _ => {}
+    }
     let cfg = Arc::new(cfg);
     rt.block_on(async move {
         let listener = tokio::net::UnixListener::bind(&path)?;
@@ -287,7 +303,8 @@ pub fn serve(cfg: DaemonConfig) -> io::Result<()> {
                             let path = r.uri().path();
                             let (status, body) = match (r.method().as_str(), path) {
                                 ("GET", "/metrics") => (200, metrics_text()),
-                                ("GET", "/healthz" | "/readyz") => (200, String::new()),
+                                ("GET", "/healthz") => (200, String::new()),
+                                ("GET", "/readyz") => readyz(),
                                 _ => (
                                     404,
                                     format!("{path}: /metrics, /healthz and /readyz only\n"),
@@ -359,17 +376,23 @@ async fn route(
         );
         Ok(r)
     };
+    // The body is read whatever the endpoint: answering first and closing
+    // would cut a client still sending it (EPIPE on its side).
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let (s, b) = error_body(code::IO_FAILURE, format!("reading the request: {e}"));
+            return reply(s, b);
+        }
+    };
     match (parts.method.as_str(), parts.uri.path()) {
-        ("GET" | "POST", "/healthz" | "/readyz") => reply(200, String::new()),
+        ("GET" | "POST", "/healthz") => reply(200, String::new()),
+        ("GET" | "POST", "/readyz") => {
+            let (status, body) = readyz();
+            reply(status, body)
+        }
         ("GET", "/metrics") => reply(200, metrics_text()),
         ("POST", "/cni") => {
-            let bytes = match body.collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    let (s, b) = error_body(code::IO_FAILURE, format!("reading the request: {e}"));
-                    return reply(s, b);
-                }
-            };
             let started = std::time::Instant::now();
             let (status, body) = tokio::task::spawn_blocking(move || handle_cni(&cfg, &bytes))
                 .await
@@ -393,6 +416,15 @@ async fn route(
             );
             reply(404, b)
         }
+    }
+}
+
+/// Ready once every informer cache has listed its objects.
+fn readyz() -> (u16, String) {
+    if crate::informer::ready() {
+        (200, String::new())
+    } else {
+        (503, "informer caches not synced yet\n".to_owned())
     }
 }
 
@@ -420,13 +452,20 @@ pub fn shim_socket(config: &Value) -> Option<PathBuf> {
 pub fn post(socket: &Path, path: &str, req: &ApiRequest) -> io::Result<(u16, Vec<u8>)> {
     let body = serde_json::to_vec(req).map_err(io::Error::other)?;
     let mut s = UnixStream::connect(socket)?;
-    write!(
-        s,
+    let mut msg = format!(
         "POST {path} HTTP/1.1\r\nHost: plexus\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )?;
-    s.write_all(&body)?;
+    )
+    .into_bytes();
+    msg.extend_from_slice(&body);
+    // A server that answered before reading everything may have closed its
+    // side: its answer is still there to read.
+    if let Err(e) = s.write_all(&msg)
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        return Err(e);
+    }
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     parse_response(&raw)

@@ -9,24 +9,40 @@
 //!   `application/merge-patch+json` (RFC 7386 applied to the stored pod)
 //! - `GET /apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}`
 //! - `POST /api/v1/namespaces/{ns}/events` (kept, see [`FakeApiServer::events`])
+//! - the informers' LIST and WATCH of pods (`GET /api/v1/pods`, with a
+//!   `spec.nodeName=...` field selector) and of NADs (`GET
+//!   /apis/k8s.cni.cncf.io/v1/network-attachment-definitions`): a list
+//!   carries the current `resourceVersion`; `?watch=true` streams every
+//!   change after the given `resourceVersion` as chunked JSON lines
+//!   (`{"type": "ADDED"|"MODIFIED"|"DELETED", "object": ...}`), as the
+//!   real server does, until `timeoutSeconds` or [`FakeApiServer::stop`].
+//!   Every change to a pod or NAD (by the test or by a request) moves the
+//!   server's `resourceVersion` on and is seen by the watches.
 //! - for cluster-scoped objects put in with [`FakeApiServer::put`] (nodes,
 //!   custom resources): `GET` of the collection (a list) and of one
 //!   object, and `PATCH .../{name}/status` (merge patch of the status
 //!   subresource: only `status` changes, and `resourceVersion` moves on)
 //!
 //! Unknown objects are a 404 `Status`, other paths a 404 too, and every
-//! request is recorded. [`FakeApiServer::fail_next`] makes the next
+//! request is recorded. Pods are bound to [`NODE`] unless put in with
+//! [`FakeApiServer::add_pod_on`]. [`FakeApiServer::fail_next`] makes the next
 //! requests answer with an error code (409 to exercise conflict retries,
 //! 503 for an overloaded server, 403 for missing RBAC); [`FakeApiServer::stop`] takes it off the
 //! network so clients see "connection refused", like a server that is down.
+//!
+//! HTTP/1.1 is served by hand, one thread per connection, with keep-alive
+//! (as the real server does for `kube`'s pooled connections) and chunked
+//! streaming for watches.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -37,6 +53,8 @@ pub struct Recorded {
     pub method: String,
     /// The path, without the query.
     pub path: String,
+    /// The query string (`watch=true&resourceVersion=...`), decoded.
+    pub query: BTreeMap<String, String>,
     /// The `Content-Type` header.
     pub content_type: Option<String>,
     /// The body.
@@ -50,6 +68,10 @@ struct State {
     /// Cluster-scoped objects: collection path, then name.
     objects: BTreeMap<String, BTreeMap<String, Value>>,
     resource_version: u64,
+    /// Every change to a pod or NAD, in order, for the watches.
+    history: Vec<Change>,
+    /// Pods made so far, by namespace and name.
+    created: BTreeMap<(String, String), u64>,
     /// Events created (`POST .../events`), in order.
     events: Vec<Value>,
     /// (method, path part, code): the next request matching both fails.
@@ -57,13 +79,62 @@ struct State {
     log: Vec<Recorded>,
 }
 
+/// The node pods are bound to (`spec.nodeName`) unless a test says.
+pub const NODE: &str = "plexus-node";
+
+/// What a watch watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    Pods,
+    Nads,
+}
+
+/// One change, as a watch streams it.
+#[derive(Debug, Clone)]
+struct Change {
+    rv: u64,
+    what: Watched,
+    kind: &'static str,
+    object: Value,
+}
+
+impl State {
+    /// Moves the server's resourceVersion on, stamps `obj` with it and
+    /// records the change for the watches.
+    fn touch(&mut self, what: Watched, kind: &'static str, obj: &mut Value) {
+        self.resource_version += 1;
+        obj["metadata"]["resourceVersion"] = self.resource_version.to_string().into();
+        self.history.push(Change {
+            rv: self.resource_version,
+            what,
+            kind,
+            object: obj.clone(),
+        });
+    }
+}
+
+/// The state and what the connection threads share.
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Woken at every change (watches wait on it).
+    changed: Condvar,
+    stopped: AtomicBool,
+    /// Open connections, shut down by [`FakeApiServer::stop`].
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("fake API state")
+    }
+}
+
 /// The stand-in; stops when dropped.
 pub struct FakeApiServer {
     url: String,
-    state: Arc<Mutex<State>>,
-    server: Option<Arc<tiny_http::Server>>,
+    shared: Arc<Shared>,
     listen_fd: RawFd,
-    stopped: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -106,32 +177,31 @@ impl FakeApiServer {
     /// When no port can be bound.
     #[must_use]
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let port = listener.local_addr().expect("bound address").port();
         let listen_fd = listener.as_raw_fd();
-        let server = Arc::new(
-            tiny_http::Server::from_listener(listener, None).expect("serve on the listener"),
-        );
-        let state = Arc::new(Mutex::new(State::default()));
-        let stopped = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::default());
         let thread = {
-            let (server, state, stopped) = (server.clone(), state.clone(), stopped.clone());
+            let shared = shared.clone();
             std::thread::spawn(move || {
-                while !stopped.load(Ordering::SeqCst) {
-                    match server.recv_timeout(Duration::from_millis(50)) {
-                        Ok(Some(req)) => handle(&state, req),
-                        Ok(None) => {}
-                        Err(_) => break,
+                for conn in listener.incoming() {
+                    if shared.stopped.load(Ordering::SeqCst) {
+                        break;
                     }
+                    let Ok(conn) = conn else { break };
+                    if let Ok(c) = conn.try_clone() {
+                        shared.conns.lock().expect("connections").push(c);
+                    }
+                    let shared = shared.clone();
+                    std::thread::spawn(move || serve_connection(&shared, conn));
                 }
+                // The listener closes here: clients get "connection refused".
             })
         };
         Self {
             url: format!("http://127.0.0.1:{port}"),
-            state,
-            server: Some(server),
+            shared,
             listen_fd,
-            stopped,
             thread: Some(thread),
         }
     }
@@ -156,28 +226,47 @@ impl FakeApiServer {
         std::fs::write(path, text).expect("write kubeconfig");
     }
 
-    /// Adds (or replaces) a pod with these annotations; returns its UID,
-    /// a new one each time (a pod deleted and created again under the same
-    /// name is another pod).
+    /// Adds (or replaces) a pod with these annotations, bound to [`NODE`];
+    /// returns its UID, a new one each time (a pod deleted and created
+    /// again under the same name is another pod). The UID names the how
+    /// many-th pod of that name this server made, so a stand-in restarted
+    /// with the same objects (the API server back with its etcd) gives the
+    /// same UIDs.
     pub fn add_pod(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
-        let n = {
-            let mut st = self.lock();
-            st.resource_version += 1;
-            st.resource_version
-        };
-        let uid = format!("uid-{namespace}-{name}-{}-{n}", std::process::id());
+        self.add_pod_on(NODE, namespace, name, annotations)
+    }
+
+    /// [`FakeApiServer::add_pod`] on another node.
+    pub fn add_pod_on(
+        &self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+    ) -> String {
         let ann: serde_json::Map<String, Value> = annotations
             .iter()
             .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
             .collect();
-        let pod = json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "uid": uid,
-                         "resourceVersion": "1", "annotations": ann},
-            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        let mut st = self.lock();
+        let key = (namespace.to_owned(), name.to_owned());
+        let n = {
+            let c = st.created.entry(key.clone()).or_default();
+            *c += 1;
+            *c
+        };
+        let uid = format!("uid-{namespace}-{name}-{}-{n}", std::process::id());
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid, "annotations": ann},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
             "status": {"phase": "Pending"}});
-        self.lock()
-            .pods
-            .insert((namespace.to_owned(), name.to_owned()), pod);
+        if let Some(mut old) = st.pods.remove(&key) {
+            st.touch(Watched::Pods, "DELETED", &mut old);
+        }
+        st.touch(Watched::Pods, "ADDED", &mut pod);
+        st.pods.insert(key, pod);
+        drop(st);
+        self.changed();
         uid
     }
 
@@ -202,14 +291,31 @@ impl FakeApiServer {
             .collect();
         let mut nad = json!({"apiVersion": "k8s.cni.cncf.io/v1",
             "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1",
-                         "annotations": ann}});
+            "metadata": {"name": name, "namespace": namespace, "annotations": ann}});
         if let Some(c) = config {
             nad["spec"] = json!({"config": c});
         }
-        self.lock()
-            .nads
-            .insert((namespace.to_owned(), name.to_owned()), nad);
+        let mut st = self.lock();
+        let key = (namespace.to_owned(), name.to_owned());
+        let kind = if st.nads.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        st.touch(Watched::Nads, kind, &mut nad);
+        st.nads.insert(key, nad);
+        drop(st);
+        self.changed();
+    }
+
+    /// Deletes a NAD (absent is fine).
+    pub fn remove_nad(&self, namespace: &str, name: &str) {
+        let mut st = self.lock();
+        if let Some(mut nad) = st.nads.remove(&(namespace.to_owned(), name.to_owned())) {
+            st.touch(Watched::Nads, "DELETED", &mut nad);
+        }
+        drop(st);
+        self.changed();
     }
 
     /// Creates or replaces a cluster-scoped object in `collection` (its
@@ -291,15 +397,19 @@ impl FakeApiServer {
 
     /// Deletes a pod (as `kubectl delete pod` once it is gone).
     pub fn remove_pod(&self, namespace: &str, name: &str) {
-        self.lock()
-            .pods
-            .remove(&(namespace.to_owned(), name.to_owned()));
+        let mut st = self.lock();
+        if let Some(mut pod) = st.pods.remove(&(namespace.to_owned(), name.to_owned())) {
+            st.touch(Watched::Pods, "DELETED", &mut pod);
+        }
+        drop(st);
+        self.changed();
     }
 
     /// Sets (or, with `None`, removes) one annotation of a pod.
     pub fn set_pod_annotation(&self, namespace: &str, name: &str, key: &str, value: Option<&str>) {
         let mut st = self.lock();
-        if let Some(p) = st.pods.get_mut(&(namespace.to_owned(), name.to_owned())) {
+        let key_ = (namespace.to_owned(), name.to_owned());
+        if let Some(mut p) = st.pods.remove(&key_) {
             match value {
                 Some(v) => p["metadata"]["annotations"][key] = v.into(),
                 None => {
@@ -308,7 +418,20 @@ impl FakeApiServer {
                     }
                 }
             }
+            st.touch(Watched::Pods, "MODIFIED", &mut p);
+            st.pods.insert(key_, p);
         }
+        drop(st);
+        self.changed();
+    }
+
+    /// A pod as it is now.
+    #[must_use]
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .pods
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// The next `codes.len()` requests with this method (`"PATCH"`) fail
@@ -332,29 +455,35 @@ impl FakeApiServer {
     }
 
     /// Stops serving and closes the listener: clients now get "connection
-    /// refused".
+    /// refused", and open connections (watches, pooled keep-alives) are
+    /// cut.
     pub fn stop(&mut self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        if let Some(server) = self.server.take() {
-            // Linux: shutdown() of a listening socket wakes tiny_http's
-            // blocked accept() and refuses new connections at once, so a
-            // client sees "connection refused", not a hang.
-            // SAFETY: the fd is the listener tiny_http still owns (it is
-            // closed only when `server` drops below).
-            unsafe {
-                libc::shutdown(self.listen_fd, libc::SHUT_RDWR);
-            }
-            server.unblock();
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
-            // The last reference: dropping it closes the listening socket.
-            drop(server);
+        if self.shared.stopped.swap(true, Ordering::SeqCst) {
+            return;
         }
+        // Linux: shutdown() of a listening socket wakes the blocked
+        // accept() and refuses new connections at once, so a client sees
+        // "connection refused", not a hang.
+        // SAFETY: the fd is the listener the accept thread still owns (it
+        // is closed only when that thread ends, joined below).
+        unsafe {
+            libc::shutdown(self.listen_fd, libc::SHUT_RDWR);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for c in self.shared.conns.lock().expect("connections").drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        self.shared.changed.notify_all();
+    }
+
+    fn changed(&self) {
+        self.shared.changed.notify_all();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("fake API state")
+        self.shared.lock()
     }
 }
 
@@ -364,23 +493,274 @@ impl Drop for FakeApiServer {
     }
 }
 
-fn handle(state: &Mutex<State>, mut req: tiny_http::Request) {
-    let mut body = String::new();
-    let _ = req.as_reader().read_to_string(&mut body);
-    let method = req.method().as_str().to_owned();
-    let path = req.url().split('?').next().unwrap_or_default().to_owned();
-    let content_type = req
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Type"))
-        .map(|h| h.value.as_str().to_owned());
-    let (code, reply) = {
-        let mut st = state.lock().expect("fake API state");
+/// One parsed HTTP request.
+struct HttpRequest {
+    method: String,
+    path: String,
+    query: BTreeMap<String, String>,
+    content_type: Option<String>,
+    body: String,
+    close: bool,
+}
+
+/// `%XX` decoding of a query value (`+` is a space).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one request; `None` at the end of the connection.
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<HttpRequest> {
+    let mut line = Vec::new();
+    if r.read_until(b'\n', &mut line).ok()? == 0 {
+        return None;
+    }
+    let line = String::from_utf8_lossy(&line).trim().to_owned();
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let url = parts.next()?.to_owned();
+    let http10 = parts.next() == Some("HTTP/1.0");
+    let (mut length, mut content_type, mut close) = (0usize, None, http10);
+    loop {
+        let mut h = Vec::new();
+        if r.read_until(b'\n', &mut h).ok()? == 0 {
+            return None;
+        }
+        let h = String::from_utf8_lossy(&h).trim().to_owned();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("content-length") {
+            length = v.parse().ok()?;
+        } else if k.eq_ignore_ascii_case("content-type") {
+            content_type = Some(v.to_owned());
+        } else if k.eq_ignore_ascii_case("connection") {
+            close = v.eq_ignore_ascii_case("close");
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).ok()?;
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let query = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect();
+    Some(HttpRequest {
+        method,
+        path: path.to_owned(),
+        query,
+        content_type,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        close,
+    })
+}
+
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        415 => "Unsupported Media Type",
+        500 => "Internal Server Error",
+        _ => "Service Unavailable",
+    }
+}
+
+/// Serves one connection's requests until the client closes it or the
+/// server stops.
+fn serve_connection(shared: &Shared, conn: TcpStream) {
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(conn);
+    while let Some(req) = read_request(&mut reader) {
+        if shared.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        if req.method == "GET"
+            && matches!(
+                req.query.get("watch").map(String::as_str),
+                Some("true" | "1")
+            )
+        {
+            record(shared, &req);
+            serve_watch(shared, &mut out, &req);
+            return;
+        }
+        let (code, reply) = handle(shared, &req);
+        let body = reply.to_string();
+        let head = format!(
+            "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+            reason_phrase(code),
+            body.len(),
+            if req.close {
+                "Connection: close\r\n"
+            } else {
+                ""
+            }
+        );
+        if out.write_all(head.as_bytes()).is_err() || out.write_all(body.as_bytes()).is_err() {
+            return;
+        }
+        if req.close {
+            return;
+        }
+    }
+}
+
+fn record(shared: &Shared, req: &HttpRequest) {
+    shared.lock().log.push(Recorded {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        content_type: req.content_type.clone(),
+        body: req.body.clone(),
+    });
+}
+
+/// What a list or watch path is about, and its node filter.
+fn watched(req: &HttpRequest) -> Option<(Watched, Option<String>)> {
+    let what = match req.path.trim_end_matches('/') {
+        "/api/v1/pods" => Watched::Pods,
+        "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions" => Watched::Nads,
+        _ => return None,
+    };
+    let node = req.query.get("fieldSelector").and_then(|f| {
+        f.split(',')
+            .find_map(|sel| sel.strip_prefix("spec.nodeName="))
+            .map(str::to_owned)
+    });
+    Some((what, node))
+}
+
+fn matches(what: Watched, node: Option<&str>, want: Watched, obj: &Value) -> bool {
+    what == want && node.is_none_or(|n| obj["spec"]["nodeName"].as_str() == Some(n))
+}
+
+/// A watch: every change after the request's `resourceVersion` (all
+/// objects as `ADDED` first when it is 0 or absent), one JSON line per
+/// chunk, until `timeoutSeconds` or the server stops.
+fn serve_watch(shared: &Shared, out: &mut TcpStream, req: &HttpRequest) {
+    let Some((what, node)) = watched(req) else {
+        let body = status(404, "NotFound", "not watchable in the fake API server").to_string();
+        let _ = write!(
+            out,
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    };
+    let timeout = req
+        .query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .map_or(Duration::from_secs(300), Duration::from_secs);
+    let deadline = Instant::now() + timeout;
+    if out
+        .write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .is_err()
+    {
+        return;
+    }
+    let since: u64 = req
+        .query
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut pending: Vec<Value> = Vec::new();
+    let mut last = since;
+    {
+        let st = shared.lock();
+        if since == 0 {
+            let objects: Vec<&Value> = match what {
+                Watched::Pods => st.pods.values().collect(),
+                Watched::Nads => st.nads.values().collect(),
+            };
+            pending.extend(
+                objects
+                    .into_iter()
+                    .filter(|o| matches(what, node.as_deref(), what, o))
+                    .map(|o| json!({"type": "ADDED", "object": o})),
+            );
+            last = st.resource_version;
+        }
+    }
+    loop {
+        for ev in pending.drain(..) {
+            let line = format!("{ev}\n");
+            let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+            if out.write_all(chunk.as_bytes()).is_err() {
+                return;
+            }
+        }
+        let mut st = shared.lock();
+        loop {
+            if shared.stopped.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                drop(st);
+                let _ = out.write_all(b"0\r\n\r\n");
+                return;
+            }
+            pending.extend(
+                st.history
+                    .iter()
+                    .filter(|c| c.rv > last && matches(what, node.as_deref(), c.what, &c.object))
+                    .map(|c| json!({"type": c.kind, "object": c.object})),
+            );
+            last = st.resource_version;
+            if !pending.is_empty() {
+                break;
+            }
+            st = shared
+                .changed
+                .wait_timeout(st, Duration::from_millis(200))
+                .expect("fake API state")
+                .0;
+        }
+    }
+}
+
+fn handle(shared: &Shared, req: &HttpRequest) -> (u16, Value) {
+    let (method, path) = (req.method.as_str(), req.path.as_str());
+    let reply = {
+        let mut st = shared.lock();
         st.log.push(Recorded {
-            method: method.clone(),
-            path: path.clone(),
-            content_type: content_type.clone(),
-            body: body.clone(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: req.query.clone(),
+            content_type: req.content_type.clone(),
+            body: req.body.clone(),
         });
         let inject = st.failures.iter().position(|(m, p, _)| {
             m.as_deref().is_none_or(|m| m == method)
@@ -398,17 +778,38 @@ fn handle(state: &Mutex<State>, mut req: tiny_http::Request) {
                 _ => "ServiceUnavailable",
             };
             (code, status(code, reason, "injected failure"))
+        } else if method == "GET"
+            && let Some((what, node)) = watched(req)
+        {
+            let items: Vec<Value> = match what {
+                Watched::Pods => st.pods.values().cloned().collect::<Vec<_>>(),
+                Watched::Nads => st.nads.values().cloned().collect::<Vec<_>>(),
+            }
+            .into_iter()
+            .filter(|o| matches(what, node.as_deref(), what, o))
+            .collect();
+            let (api_version, kind) = match what {
+                Watched::Pods => ("v1", "PodList"),
+                Watched::Nads => ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinitionList"),
+            };
+            (
+                200,
+                json!({"apiVersion": api_version, "kind": kind,
+                       "metadata": {"resourceVersion": st.resource_version.to_string()},
+                       "items": items}),
+            )
         } else {
-            route(&mut st, &method, &path, content_type.as_deref(), &body)
+            route(
+                &mut st,
+                method,
+                path,
+                req.content_type.as_deref(),
+                &req.body,
+            )
         }
     };
-    let header =
-        tiny_http::Header::from_bytes("Content-Type", "application/json").expect("valid header");
-    let _ = req.respond(
-        tiny_http::Response::from_string(reply.to_string())
-            .with_status_code(code)
-            .with_header(header),
-    );
+    shared.changed.notify_all();
+    reply
 }
 
 /// `apiVersion` of a collection path: `/api/v1/x` → `v1`, `/apis/g/v/x` →
@@ -530,10 +931,14 @@ fn route(
             let Ok(patch) = serde_json::from_str::<Value>(body) else {
                 return (400, status(400, "BadRequest", "patch is not JSON"));
             };
-            match st.pods.get_mut(&((*ns).to_owned(), (*name).to_owned())) {
-                Some(p) => {
-                    merge_patch(p, &patch);
-                    (200, p.clone())
+            let key = ((*ns).to_owned(), (*name).to_owned());
+            match st.pods.remove(&key) {
+                Some(mut p) => {
+                    merge_patch(&mut p, &patch);
+                    st.touch(Watched::Pods, "MODIFIED", &mut p);
+                    let reply = p.clone();
+                    st.pods.insert(key, reply.clone());
+                    (200, reply)
                 }
                 None => (
                     404,
