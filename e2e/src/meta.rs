@@ -163,8 +163,10 @@ impl Daemon {
             socket_dir,
             log,
         };
+        // Until it answers: a socket file left by a killed daemon exists
+        // before the new one listens.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !d.socket_dir.join("plexus.sock").exists() {
+        while std::os::unix::net::UnixStream::connect(d.socket_dir.join("plexus.sock")).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "plexus daemon did not come up: {}",

@@ -787,3 +787,98 @@ fn thick_add_reads_pod_and_nads_from_the_informer_caches() {
         assert_clean(&w, &[&a, &b, &c]);
     });
 }
+
+/// Hot-plug: the daemon watches its node's pods; an element added to a
+/// running pod's networks annotation gets its interface (ADD in the pod's
+/// netns), one removed loses it (DEL, lease gone), and network-status and
+/// Events follow. The pod's DEL then removes what was hot-plugged too.
+#[test]
+fn thick_hot_plug_adds_and_removes_networks_of_a_running_pod() {
+    plexus_e2e::meta::through_daemon(|| {
+        let w = World::new(Source::Api);
+        eventually("/readyz answers 200", || daemon_get(&w, "/readyz").0 == 200);
+        let a = w.pod("a", Some("macvlan-dyn"));
+        w.add(&a);
+        assert_eq!(pod_links(&a), ["eth0", "net1"]);
+        let status_names = || -> Vec<String> {
+            let text = w
+                .api()
+                .pod_annotation("default", "a", "k8s.v1.cni.cncf.io/network-status")
+                .unwrap_or_default();
+            serde_json::from_str::<Vec<Value>>(&text)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| format!("{} {}", e["interface"].as_str().unwrap_or(""), e["name"]))
+                .collect()
+        };
+        let events = |reason: &str| -> Vec<String> {
+            w.api()
+                .events()
+                .iter()
+                .filter(|e| e["reason"] == reason)
+                .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+
+        // Added: net2 on the bridge network, with its address.
+        w.api().set_pod_annotation(
+            "default",
+            "a",
+            "k8s.v1.cni.cncf.io/networks",
+            Some("macvlan-dyn,bridge-net"),
+        );
+        eventually("net2 in the pod", || a.netns.link("net2").is_some());
+        eventually("net2 has its address", || {
+            a.netns
+                .addrs("net2")
+                .iter()
+                .any(|x| x.starts_with("10.77.2."))
+        });
+        eventually("network-status lists net2", || {
+            status_names().contains(&"net2 \"default/bridge-net\"".to_owned())
+        });
+        eventually("an AddedInterface Event for net2", || {
+            events("AddedInterface")
+                .iter()
+                .any(|m| m.starts_with("Add net2 [10.77.2."))
+        });
+        assert_eq!(pod_links(&a), ["eth0", "net1", "net2"]);
+        assert_eq!(w.leases().len(), 3, "{:?}", w.leases());
+
+        // Removed: net1 goes, its lease too; net2 keeps its name.
+        w.api().set_pod_annotation(
+            "default",
+            "a",
+            "k8s.v1.cni.cncf.io/networks",
+            Some("bridge-net"),
+        );
+        eventually("net1 gone from the pod", || a.netns.link("net1").is_none());
+        eventually("net1's lease released", || w.leases().len() == 2);
+        assert_eq!(pod_links(&a), ["eth0", "net2"]);
+        eventually("network-status without net1", || {
+            let names = status_names();
+            names.len() == 2 && !names.iter().any(|n| n.starts_with("net1 "))
+        });
+        eventually("a RemovedInterface Event for net1", || {
+            events("RemovedInterface") == ["Remove net1 from default/macvlan-dyn"]
+        });
+
+        // A NAD that does not exist: nothing changes, a Warning says why.
+        w.api().set_pod_annotation(
+            "default",
+            "a",
+            "k8s.v1.cni.cncf.io/networks",
+            Some("bridge-net,nope"),
+        );
+        eventually("a Warning for the missing NAD", || {
+            w.api().events().iter().any(|e| {
+                e["type"] == "Warning" && e["message"].as_str().unwrap_or("").contains("nope")
+            })
+        });
+        assert_eq!(pod_links(&a), ["eth0", "net2"]);
+
+        // The pod's DEL takes the hot-plugged interface with it.
+        w.del(&a);
+        assert_clean(&w, &[&a]);
+    });
+}

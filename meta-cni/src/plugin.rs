@@ -1036,3 +1036,231 @@ fn pod_gone(ctx: &Ctx<'_>) -> Option<String> {
         _ => None,
     }
 }
+
+/// What one hot-plug pass changed on a running pod: the messages of its
+/// `AddedInterface` and `RemovedInterface` Events.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replugged {
+    /// `Add net2 [10.1.2.3/24] from default/macvlan`.
+    pub added: Vec<String>,
+    /// `Remove net1 from default/macvlan`.
+    pub removed: Vec<String>,
+}
+
+/// Whether `ifname` is a name plexus gives by position (`net<N>`).
+fn positional(ifname: &str) -> bool {
+    ifname
+        .strip_prefix("net")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl Plexus {
+    /// Hot-plug: brings a running pod's attachments in line with its
+    /// networks annotation as the cluster has it now. `req` is the pod's
+    /// ADD as the runtime sent it (thick mode's daemon keeps it): its
+    /// netns, `CNI_ARGS` and config. An attachment whose network left the
+    /// annotation gets its DEL, a new one its ADD (on the name the plan
+    /// gives it, or the next free `net<N>` when that one is taken); the
+    /// cluster network and the attachments that stay are not touched. The
+    /// cache and network-status follow, and an Event says what changed.
+    /// Nothing happens for a pod without a complete cache (its ADD has not
+    /// finished, or it is gone).
+    ///
+    /// A network that needs a device (a `resourceName` NAD) or moves the
+    /// default route cannot be hot-plugged: the kubelet allocates devices
+    /// at pod start only. Such an element is refused with a Warning Event.
+    ///
+    /// # Errors
+    /// The pod or a NAD cannot be read, or a delegate failed (the others
+    /// still ran; what succeeded is cached and reported).
+    pub fn replug(req: &Request) -> Result<Replugged, CniError> {
+        let ctx = Ctx::new(req)?;
+        let cluster = ctx.cluster()?;
+        let Some(info) = pod_info(&ctx, cluster.as_ref())? else {
+            return Ok(Replugged::default());
+        };
+        let cni_dir = ctx.cni_dir();
+        let _lock = state::AttachmentLock::take(cni_dir, &req.container_id, &req.ifname);
+        let Some(mut cache) = Cache::load(cni_dir, &req.container_id, &req.ifname)
+            .map_err(|e| io_error("cannot read the attachment cache", e))?
+        else {
+            return Ok(Replugged::default());
+        };
+        if cache.attachments.iter().any(|a| a.result.is_none()) {
+            return Ok(Replugged::default());
+        }
+        let resolver = Resolver {
+            conf: &ctx.conf,
+            cluster: Some(cluster.as_ref()),
+        };
+        let pod = ctx.pod.clone().unwrap_or_default();
+        // An annotation that cannot be planned changes nothing; the pod's
+        // Events say why (Multus's reason for a missing NAD).
+        let (planned, _) = resolver
+            .plan(
+                ctx.pod_context(Some(&info)),
+                &req.ifname,
+                &ctx.runtime_config,
+                Purpose::Add,
+            )
+            .inspect_err(|e| {
+                let reason = if e.msg.contains("network attachment definition")
+                    && e.msg.ends_with("not found")
+                {
+                    "NoNetworkFound"
+                } else {
+                    "AddInterfaceFailed"
+                };
+                cluster.event(&pod, EventKind::Warning, reason, &e.msg);
+            })?;
+
+        // Which cached attachments stay: the same network on the same
+        // name, then (names given by position shift when an earlier
+        // element goes) the same network on another `net<N>`.
+        let mut kept: Vec<bool> = cache.attachments.iter().map(|a| a.default).collect();
+        let mut wanted: Vec<&Planned> = Vec::new();
+        for p in planned.iter().filter(|p| !p.default) {
+            match cache
+                .attachments
+                .iter()
+                .enumerate()
+                .position(|(i, a)| !kept[i] && a.network == p.network && a.ifname == p.ifname)
+            {
+                Some(i) => kept[i] = true,
+                None => wanted.push(p),
+            }
+        }
+        let mut to_add: Vec<&Planned> = Vec::new();
+        for p in wanted {
+            match cache.attachments.iter().enumerate().position(|(i, a)| {
+                !kept[i] && a.network == p.network && positional(&a.ifname) && positional(&p.ifname)
+            }) {
+                Some(i) => kept[i] = true,
+                None => to_add.push(p),
+            }
+        }
+        let who = ctx.who();
+        let mut out = Replugged::default();
+        let mut errors = Vec::new();
+
+        // Removals first: they free their names.
+        let mut left = Vec::with_capacity(cache.attachments.len());
+        for (att, keep) in cache.attachments.drain(..).zip(kept) {
+            if keep {
+                left.push(att);
+                continue;
+            }
+            let rt = ctx.rt(&att.ifname, att.args(), att.capability_args.clone());
+            match del_with(&ctx, &who, "DEL", &rt, &att, att.result().as_ref()) {
+                Ok(()) => out
+                    .removed
+                    .push(format!("Remove {} from {}", att.ifname, att.network)),
+                Err(e) => {
+                    cluster.event(&pod, EventKind::Warning, "RemoveInterfaceFailed", &e.msg);
+                    errors.push(e);
+                    left.push(att);
+                }
+            }
+        }
+        cache.attachments = left;
+        if !out.removed.is_empty() {
+            cache
+                .save(cni_dir)
+                .map_err(|e| io_error("cannot write the attachment cache", e))?;
+        }
+
+        for p in to_add {
+            let refuse = if p.resource.is_some() {
+                Some("it needs a device, which the kubelet allocates at pod start only")
+            } else if p.default_route.is_some() {
+                Some("it asks for the default route, which hot-plug does not move")
+            } else {
+                None
+            };
+            if let Some(why) = refuse {
+                let e = CniError::new(
+                    code::INVALID_NETWORK_CONFIG,
+                    format!(
+                        "[{who}:{}] cannot be added to a running pod: {why}",
+                        p.network
+                    ),
+                );
+                cluster.event(&pod, EventKind::Warning, "AddInterfaceFailed", &e.msg);
+                errors.push(e);
+                continue;
+            }
+            let mut ifname = p.ifname.clone();
+            if cache.attachments.iter().any(|a| a.ifname == ifname) {
+                ifname = (1..)
+                    .map(|n| format!("net{n}"))
+                    .find(|n| !cache.attachments.iter().any(|a| &a.ifname == n))
+                    .unwrap_or_default();
+            }
+            let mut att = CachedAttachment {
+                ifname: ifname.clone(),
+                ..cached(&ctx, p)
+            };
+            let rt = ctx.rt(
+                &ifname,
+                ctx.delegate_args.clone(),
+                p.capability_args.clone(),
+            );
+            let added = ctx
+                .invoker
+                .find(p.list.plugins.first().map_or("", |pl| pl.plugin_type()))
+                .map_err(|e| delegate_error(&who, "ADD", &p.network, &ifname, e))
+                .and_then(|_| {
+                    ctx.invoker
+                        .add_list(&p.list, &rt)
+                        .map_err(|e| delegate_error(&who, "ADD", &p.network, &ifname, e))
+                });
+            match added {
+                Ok(r) => {
+                    att.set_result(&r);
+                    let ips: Vec<String> = r.ips.iter().map(|i| i.address.to_string()).collect();
+                    out.added.push(format!(
+                        "Add {ifname} [{}] from {}",
+                        ips.join(","),
+                        p.network
+                    ));
+                    cache.attachments.push(att);
+                    cache
+                        .save(cni_dir)
+                        .map_err(|e| io_error("cannot write the attachment cache", e))?;
+                }
+                Err(e) => {
+                    // What the failed ADD may have left, its DEL cleans.
+                    let _ = del_with(&ctx, &who, "DEL", &rt, &att, None);
+                    cluster.event(&pod, EventKind::Warning, "AddInterfaceFailed", &e.msg);
+                    errors.push(e);
+                }
+            }
+        }
+
+        if !out.added.is_empty() || !out.removed.is_empty() {
+            let entries: Vec<status::NetworkStatus> = cache
+                .attachments
+                .iter()
+                .filter_map(|a| {
+                    a.result().map(|r| status::NetworkStatus {
+                        device_info: a.device.as_ref().and_then(devices::read_info),
+                        ..status::entry(&a.network, &a.ifname, a.default, &r)
+                    })
+                })
+                .collect();
+            cluster
+                .set_network_status(&pod, &req.container_id, &status::render(&entries))
+                .map_err(|e| {
+                    CniError::from(e).with_details("writing k8s.v1.cni.cncf.io/network-status")
+                })?;
+            for m in &out.removed {
+                cluster.event(&pod, EventKind::Normal, "RemovedInterface", m);
+            }
+            for m in &out.added {
+                cluster.event(&pod, EventKind::Normal, "AddedInterface", m);
+            }
+            tracing::info!(pod = %who, added = ?out.added, removed = ?out.removed, "hot-plug");
+        }
+        combine("hot-plug", errors).map(|()| out)
+    }
+}

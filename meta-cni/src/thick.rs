@@ -55,6 +55,7 @@ const DAEMON_ONLY_KEYS: &[&str] = &[
     "multusMasterCNI",
     "cniConfigDir",
     "perNodeCertificate",
+    HOTPLUG_KEY,
 ];
 
 /// One request on the socket: Multus thick's `api.Request`.
@@ -106,6 +107,9 @@ pub struct DaemonConfig {
     /// This node's name: the pod informer watches the pods bound to it
     /// (`--node-name`, `NODE_NAME`, `MULTUS_NODE_NAME`).
     pub node_name: Option<String>,
+    /// Whether the daemon hot-plugs networks itself (`hotplug`, default
+    /// true; false leaves it to multus-dynamic-networks-controller).
+    pub hotplug: bool,
 }
 
 impl DaemonConfig {
@@ -152,6 +156,10 @@ impl DaemonConfig {
             overrides,
             metrics_address,
             node_name: None,
+            hotplug: obj
+                .get(HOTPLUG_KEY)
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
         })
     }
 
@@ -224,6 +232,15 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
         let verb = req.env.get("CNI_COMMAND").map_or("?", String::as_str);
         m.request(verb, &result, started.elapsed());
     }
+    if cfg.hotplug {
+        let verb = req.env.get("CNI_COMMAND").map_or("", String::as_str);
+        if outcome.success {
+            remember(cfg, verb, &req.env, &config);
+        }
+        if outcome.success && verb == "ADD" {
+            replug_after_add(&req.env, &config);
+        }
+    }
     answer(&outcome)
 }
 
@@ -281,6 +298,9 @@ pub fn serve(cfg: DaemonConfig) -> io::Result<()> {
             crate::informer::for_kubeconfig(None);
         }
         _ => {}
+    }
+    if cfg.hotplug {
+        enable_hotplug(cfg.socket_dir.clone());
     }
     let cfg = Arc::new(cfg);
     rt.block_on(async move {
@@ -578,6 +598,192 @@ pub fn forward(socket: &Path, stdin: &[u8]) -> Outcome {
             ),
         },
     }
+}
+
+// ------------------------------------------------------------- hot-plug
+
+/// The daemon config key that turns the daemon's own hot-plug off (leave
+/// it to multus-dynamic-networks-controller through `/delegate`).
+pub const HOTPLUG_KEY: &str = "hotplug";
+
+/// Where the daemon keeps the ADD request of every pod it set up, for
+/// hot-plug: `<socketDir>/pods/<containerID>_<ifname>.json` (0600, in the
+/// 0700 socket directory). DEL removes it. It is the request as the
+/// runtime sent it, so a restarted daemon still knows the pod's netns,
+/// `CNI_ARGS` and config.
+fn record_path(socket_dir: &Path, env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    let cid = env.get("CNI_CONTAINERID").filter(|c| !c.is_empty())?;
+    let ifname = env.get("CNI_IFNAME").filter(|i| !i.is_empty())?;
+    let safe = |s: &str| !s.contains('/') && s != "." && s != "..";
+    (safe(cid) && safe(ifname))
+        .then(|| socket_dir.join("pods").join(format!("{cid}_{ifname}.json")))
+}
+
+/// Keeps (after an ADD) or forgets (after a DEL) the request of a pod.
+fn remember(cfg: &DaemonConfig, verb: &str, env: &BTreeMap<String, String>, config: &[u8]) {
+    let Some(path) = record_path(&cfg.socket_dir, env) else {
+        return;
+    };
+    let outcome = match verb {
+        "ADD" => {
+            let req = ApiRequest {
+                env: env.clone(),
+                config: config.to_vec(),
+                interface_attributes: None,
+            };
+            serde_json::to_vec(&req)
+                .map_err(io::Error::other)
+                .and_then(|b| crate::state::write_private(&path, &b, false))
+        }
+        "DEL" => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(path = %path.display(), error = %e, "hot-plug record");
+    }
+}
+
+/// The kept ADD requests of a pod.
+fn records_of(
+    socket_dir: &Path,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> Vec<ApiRequest> {
+    let Ok(dir) = std::fs::read_dir(socket_dir.join("pods")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| serde_json::from_slice::<ApiRequest>(&std::fs::read(e.path()).ok()?).ok())
+        .filter(|r| {
+            let args =
+                plexus_cni::args::CniArgs::parse(r.env.get("CNI_ARGS").map_or("", String::as_str))
+                    .unwrap_or_default();
+            args.get("K8S_POD_NAMESPACE") == Some(namespace)
+                && args.get("K8S_POD_NAME") == Some(name)
+                && match (args.get("K8S_POD_UID"), uid) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        })
+        .collect()
+}
+
+/// [`Plexus::replug`] as a CNI plugin, so that a kept request goes through
+/// the same checks as the runtime's own (its ADD, replayed).
+struct Replugger;
+
+impl plexus_cni::plugin::Plugin for Replugger {
+    fn add(&self, req: &plexus_cni::plugin::Request) -> Result<plexus_cni::CniResult, CniError> {
+        Plexus::replug(req).map(|_| plexus_cni::CniResult::default())
+    }
+    fn del(&self, _: &plexus_cni::plugin::Request) -> Result<(), CniError> {
+        Ok(())
+    }
+    fn check(&self, _: &plexus_cni::plugin::Request) -> Result<(), CniError> {
+        Ok(())
+    }
+    fn status(&self, _: &plexus_cni::plugin::Request) -> Result<(), CniError> {
+        Ok(())
+    }
+    fn gc(
+        &self,
+        _: &plexus_cni::plugin::Request,
+        _: &[plexus_cni::plugin::Attachment],
+    ) -> Result<(), CniError> {
+        Ok(())
+    }
+}
+
+/// Replays a kept request as a hot-plug pass.
+fn replug(req: &ApiRequest) {
+    let mut env = req.env.clone();
+    env.insert("CNI_COMMAND".into(), "ADD".into());
+    let get = |k: &str| env.get(k).cloned();
+    let outcome = dispatch(&Replugger, &get, &mut req.config.as_slice(), "");
+    if !outcome.success {
+        tracing::warn!(
+            container = env.get("CNI_CONTAINERID").map_or("", String::as_str),
+            error = outcome.stdout.trim(),
+            "hot-plug failed"
+        );
+    }
+}
+
+/// After an ADD: one hot-plug pass for the pod, when the informer has it
+/// (an annotation edited while the ADD ran is caught here; a pod the cache
+/// does not have costs no GET).
+fn replug_after_add(env: &BTreeMap<String, String>, config: &[u8]) {
+    let args = plexus_cni::args::CniArgs::parse(env.get("CNI_ARGS").map_or("", String::as_str))
+        .unwrap_or_default();
+    let (Some(ns), Some(name)) = (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) else {
+        return;
+    };
+    let pod = crate::cluster::PodRef {
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        uid: args.get("K8S_POD_UID").map(str::to_owned),
+    };
+    let kubeconfig = serde_json::from_slice::<Value>(config)
+        .ok()
+        .and_then(|c| {
+            c.get("kubeconfig")
+                .and_then(Value::as_str)
+                .map(PathBuf::from)
+        })
+        .filter(|p| !p.as_os_str().is_empty());
+    let cached = crate::informer::for_kubeconfig(kubeconfig.as_deref())
+        .is_some_and(|i| i.pod(&pod).is_some());
+    let Some(h) = crate::informer::handle().filter(|_| cached) else {
+        return;
+    };
+    let req = ApiRequest {
+        env: env.clone(),
+        config: config.to_vec(),
+        interface_attributes: None,
+    };
+    h.spawn_blocking(move || replug(&req));
+}
+
+/// Watches the node's pods (the pod informer) and replugs a pod whose
+/// networks annotation changed since the daemon last looked.
+fn enable_hotplug(socket_dir: PathBuf) {
+    let seen: Arc<std::sync::Mutex<BTreeMap<String, String>>> = Arc::default();
+    crate::informer::on_pod(Arc::new(move |_, pod| {
+        let meta = &pod.metadata;
+        let (Some(ns), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
+            return;
+        };
+        let uid = meta.uid.clone();
+        let networks = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::selection::NETWORKS_ANNOTATION))
+            .cloned()
+            .unwrap_or_default();
+        let key = format!("{ns}/{name}/{}", uid.as_deref().unwrap_or_default());
+        if let Ok(mut s) = seen.lock() {
+            if s.get(&key) == Some(&networks) {
+                return;
+            }
+            // Pods come and go: forget them all now and then (a pod seen
+            // anew costs one pass that changes nothing).
+            if s.len() > 4096 {
+                s.clear();
+            }
+            s.insert(key, networks);
+        }
+        let records = records_of(&socket_dir, &ns, &name, uid.as_deref());
+        if records.is_empty() {
+            return;
+        }
+        if let Some(h) = crate::informer::handle() {
+            h.spawn_blocking(move || records.iter().for_each(replug));
+        }
+    }));
 }
 
 #[cfg(test)]

@@ -189,6 +189,9 @@ impl FakeApiServer {
                         break;
                     }
                     let Ok(conn) = conn else { break };
+                    // Answers go out at once: with Nagle, a small write after
+                    // another waits for the client's delayed ACK (40 ms).
+                    let _ = conn.set_nodelay(true);
                     if let Ok(c) = conn.try_clone() {
                         shared.conns.lock().expect("connections").push(c);
                     }
@@ -619,8 +622,8 @@ fn serve_connection(shared: &Shared, conn: TcpStream) {
         }
         let (code, reply) = handle(shared, &req);
         let body = reply.to_string();
-        let head = format!(
-            "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+        let answer = format!(
+            "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{body}",
             reason_phrase(code),
             body.len(),
             if req.close {
@@ -629,7 +632,7 @@ fn serve_connection(shared: &Shared, conn: TcpStream) {
                 ""
             }
         );
-        if out.write_all(head.as_bytes()).is_err() || out.write_all(body.as_bytes()).is_err() {
+        if out.write_all(answer.as_bytes()).is_err() {
             return;
         }
         if req.close {
