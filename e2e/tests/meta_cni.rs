@@ -882,3 +882,82 @@ fn thick_hot_plug_adds_and_removes_networks_of_a_running_pod() {
         assert_clean(&w, &[&a]);
     });
 }
+
+/// Multus thick's `/delegate`, in the shape multus-dynamic-networks-
+/// controller sends (`env` with the pod's sandbox, netns and the new
+/// `CNI_IFNAME`; `config` = the NAD's config, base64;
+/// `interfaceAttributes` with `ips` and `mac`): ADD puts the interface in
+/// the running pod with the asked address and MAC and answers
+/// `{"Result": ...}`; DEL takes it out; and one left in is removed by the
+/// pod's own DEL, since plexus records it in the pod's cache.
+#[test]
+fn thick_delegate_endpoint_adds_and_deletes_one_network_in_a_running_pod() {
+    use base64::Engine as _;
+    use plexus_meta_cni::thick::{ApiRequest, post};
+    plexus_e2e::meta::through_daemon(|| {
+        let w = World::new(Source::Api);
+        let sock = w.daemon.as_ref().unwrap().socket_dir.join("plexus.sock");
+        let a = w.pod("a", Some("macvlan-dyn"));
+        w.add(&a);
+        let nad = json!({"cniVersion": "1.0.0", "name": "macvlan-static", "plugins": [
+            {"type": "macvlan", "master": plexus_e2e::meta::MASTER, "mode": "bridge",
+             "ipam": {"type": "static"}, "capabilities": {"ips": true}},
+            {"type": "tuning", "capabilities": {"mac": true}}]});
+        let body = |cmd: &str| {
+            json!({
+                "env": {
+                    "CNI_COMMAND": cmd,
+                    "CNI_CONTAINERID": a.container_id,
+                    "CNI_NETNS": a.netns.path(),
+                    "CNI_IFNAME": "net5",
+                    "CNI_PATH": plexus_e2e::REFERENCE_PLUGINS,
+                    "CNI_ARGS": format!(
+                        "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=a;\
+                         K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
+                        a.container_id, a.uid
+                    ),
+                },
+                "config": base64::engine::general_purpose::STANDARD.encode(nad.to_string()),
+                "interfaceAttributes": {"ips": ["10.77.4.7/24"], "mac": "02:00:00:00:00:42"},
+            })
+        };
+        let call = |cmd: &str| -> (u16, Value) {
+            let req: ApiRequest = serde_json::from_value(body(cmd)).unwrap();
+            let (s, b) = post(&sock, "/delegate", &req).unwrap();
+            (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+        };
+
+        let (s, answer) = call("ADD");
+        assert_eq!(s, 200, "{answer}");
+        assert_eq!(
+            answer["Result"]["ips"][0]["address"], "10.77.4.7/24",
+            "{answer}"
+        );
+        assert_eq!(pod_links(&a), ["eth0", "net1", "net5"]);
+        assert_eq!(ipv4(&a, "net5"), "10.77.4.7");
+        let mac = a
+            .netns
+            .links()
+            .iter()
+            .find(|l| l["ifname"] == "net5")
+            .unwrap()["address"]
+            .clone();
+        assert_eq!(mac, "02:00:00:00:00:42");
+        // Twice is refused: the name is taken.
+        let (s, e) = call("ADD");
+        assert_eq!(s, 400, "{e}");
+        assert!(
+            e["msg"].as_str().unwrap().contains("already has net5"),
+            "{e}"
+        );
+
+        let (s, answer) = call("DEL");
+        assert_eq!(s, 200, "{answer}");
+        assert_eq!(pod_links(&a), ["eth0", "net1"]);
+
+        // Added again, then left to the pod's DEL.
+        assert_eq!(call("ADD").0, 200);
+        w.del(&a);
+        assert_clean(&w, &[&a]);
+    });
+}

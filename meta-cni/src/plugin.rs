@@ -1117,28 +1117,43 @@ impl Plexus {
         // Which cached attachments stay: the same network on the same
         // name, then (names given by position shift when an earlier
         // element goes) the same network on another `net<N>`.
-        let mut kept: Vec<bool> = cache.attachments.iter().map(|a| a.default).collect();
+        // Which cached attachments the plan still has: the same network on
+        // the same name, then (names given by position shift when an
+        // earlier element goes) the same network on another `net<N>`.
+        let mut matched: Vec<bool> = cache.attachments.iter().map(|a| a.default).collect();
         let mut wanted: Vec<&Planned> = Vec::new();
         for p in planned.iter().filter(|p| !p.default) {
             match cache
                 .attachments
                 .iter()
                 .enumerate()
-                .position(|(i, a)| !kept[i] && a.network == p.network && a.ifname == p.ifname)
+                .position(|(i, a)| !matched[i] && a.network == p.network && a.ifname == p.ifname)
             {
-                Some(i) => kept[i] = true,
+                Some(i) => matched[i] = true,
                 None => wanted.push(p),
             }
         }
         let mut to_add: Vec<&Planned> = Vec::new();
         for p in wanted {
             match cache.attachments.iter().enumerate().position(|(i, a)| {
-                !kept[i] && a.network == p.network && positional(&a.ifname) && positional(&p.ifname)
+                !matched[i]
+                    && a.network == p.network
+                    && positional(&a.ifname)
+                    && positional(&p.ifname)
             }) {
-                Some(i) => kept[i] = true,
+                Some(i) => matched[i] = true,
                 None => to_add.push(p),
             }
         }
+        // Only the annotation's attachments (`<namespace>/<nad>`) are
+        // hot-plug's to remove: config-file networks and what `/delegate`
+        // added (named by their config) stay.
+        let kept: Vec<bool> = cache
+            .attachments
+            .iter()
+            .zip(&matched)
+            .map(|(a, m)| *m || !a.network.contains('/'))
+            .collect();
         let who = ctx.who();
         let mut out = Replugged::default();
         let mut errors = Vec::new();
@@ -1262,5 +1277,152 @@ impl Plexus {
             tracing::info!(pod = %who, added = ?out.added, removed = ?out.removed, "hot-plug");
         }
         combine("hot-plug", errors).map(|()| out)
+    }
+}
+
+impl Plexus {
+    /// Multus thick's `/delegate` (what multus-dynamic-networks-controller
+    /// calls): one delegate network, given by its own config in `req`, is
+    /// added to, checked in or deleted from a running pod as `CNI_IFNAME`.
+    /// `plexus_conf` holds plexus's keys (the daemon's: `cniDir`, `binDir`,
+    /// ...). `attributes` is the request's `interfaceAttributes`: `ips` and
+    /// `mac` go to the delegate as the `ips` and `mac` capabilities.
+    ///
+    /// Unlike Multus, the attachment is recorded in the pod's cache (when
+    /// plexus set the pod up), so the pod's DEL removes it too; as with
+    /// Multus, the caller writes network-status. ADD returns the result.
+    ///
+    /// # Errors
+    /// A bad config, or the delegate's own error.
+    pub fn delegate(
+        req: &Request,
+        plexus_conf: &Value,
+        attributes: Option<&Value>,
+    ) -> Result<Option<CniResult>, CniError> {
+        let conf = PlexusConf::from_value(plexus_conf)?;
+        let invoker = Invoker::new(conf.search_path(&req.path));
+        let list = NetworkConfigList::from_value(req.config.clone())?;
+        let mut caps = Map::new();
+        if let Some(a) = attributes {
+            if let Some(ips) = a
+                .get("ips")
+                .filter(|v| v.as_array().is_some_and(|l| !l.is_empty()))
+            {
+                caps.insert("ips".into(), ips.clone());
+            }
+            if let Some(mac) = a
+                .get("mac")
+                .filter(|v| v.as_str().is_some_and(|m| !m.is_empty()))
+            {
+                caps.insert("mac".into(), mac.clone());
+            }
+        }
+        let mut args = req.args.clone();
+        if args.get("IgnoreUnknown").is_none() {
+            args.0.push(("IgnoreUnknown".into(), "1".into()));
+        }
+        let rt = RuntimeConf {
+            container_id: req.container_id.clone(),
+            netns: req.netns.clone(),
+            ifname: req.ifname.clone(),
+            args,
+            capability_args: caps,
+        };
+        let who = format!("{}:{}", req.container_id, list.name);
+        let fail = |verb: &str, e: plexus_cni::invoke::Error| {
+            delegate_error(&who, verb, &list.name, &req.ifname, e)
+        };
+        // The pod's cache, when plexus set the pod up: whichever of its
+        // attachments' files names this container.
+        let cni_dir = conf.cni_dir();
+        let pod_cache = Cache::all(cni_dir)
+            .into_iter()
+            .find(|c| c.container_id == req.container_id);
+        let _lock = pod_cache
+            .as_ref()
+            .and_then(|c| state::AttachmentLock::take(cni_dir, &c.container_id, &c.ifname));
+        let mut cache = pod_cache.and_then(|c| {
+            Cache::load(cni_dir, &c.container_id, &c.ifname)
+                .ok()
+                .flatten()
+        });
+        let cached_at = cache.as_ref().and_then(|c| {
+            c.attachments
+                .iter()
+                .position(|a| a.ifname == req.ifname && !a.default)
+        });
+        let save = |cache: &Cache| {
+            cache
+                .save(cni_dir)
+                .map_err(|e| io_error("cannot write the attachment cache", e))
+        };
+        match req.command {
+            plexus_cni::plugin::Command::Add => {
+                if let (Some(c), Some(i)) = (&cache, cached_at) {
+                    return Err(CniError::new(
+                        code::INVALID_ENVIRONMENT,
+                        format!(
+                            "{} already has {} (network {})",
+                            req.container_id, req.ifname, c.attachments[i].network
+                        ),
+                    ));
+                }
+                let r = invoker.add_list(&list, &rt).map_err(|e| fail("ADD", e))?;
+                if let Some(c) = cache.as_mut() {
+                    let mut att = CachedAttachment {
+                        network: list.name.clone(),
+                        ifname: req.ifname.clone(),
+                        default: false,
+                        config: state::list_to_value(&list),
+                        capability_args: rt.capability_args.clone(),
+                        cni_args: rt.args.to_string(),
+                        default_route: None,
+                        result: None,
+                        device: None,
+                    };
+                    att.set_result(&r);
+                    c.attachments.push(att);
+                    save(c)?;
+                }
+                Ok(Some(r))
+            }
+            plexus_cni::plugin::Command::Check => {
+                let prev = cache
+                    .as_ref()
+                    .zip(cached_at)
+                    .and_then(|(c, i)| c.attachments[i].result());
+                let prev = prev.ok_or_else(|| {
+                    CniError::new(
+                        code::UNKNOWN_CONTAINER,
+                        format!("{} has no {} to check", req.container_id, req.ifname),
+                    )
+                })?;
+                invoker
+                    .check_list(&list, &rt, &prev)
+                    .map_err(|e| fail("CHECK", e))?;
+                Ok(None)
+            }
+            plexus_cni::plugin::Command::Del => {
+                let prev = cache
+                    .as_ref()
+                    .zip(cached_at)
+                    .and_then(|(c, i)| c.attachments[i].result());
+                invoker
+                    .del_list(&list, &rt, prev.as_ref())
+                    .map_err(|e| fail("DEL", e))?;
+                if let (Some(c), Some(i)) = (cache.as_mut(), cached_at) {
+                    c.attachments.remove(i);
+                    save(c)?;
+                }
+                Ok(None)
+            }
+            other => Err(CniError::new(
+                code::INVALID_ENVIRONMENT,
+                format!(
+                    "/delegate serves ADD, CHECK and DEL, not {}",
+                    other.as_str()
+                ),
+            )),
+        }
     }
 }

@@ -224,10 +224,7 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
         let result = if outcome.success {
             "ok".to_owned()
         } else {
-            serde_json::from_str::<Value>(&outcome.stdout)
-                .ok()
-                .and_then(|v| v.get("code").map(Value::to_string))
-                .unwrap_or_else(|| "?".into())
+            error_code(&outcome)
         };
         let verb = req.env.get("CNI_COMMAND").map_or("?", String::as_str);
         m.request(verb, &result, started.elapsed());
@@ -242,6 +239,98 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
         }
     }
     answer(&outcome)
+}
+
+/// `/delegate` as a CNI plugin over the request's own config (the one
+/// delegate network), so that its environment is checked as a runtime's.
+struct Delegator<'a> {
+    plexus_conf: Value,
+    attributes: Option<&'a Value>,
+}
+
+impl plexus_cni::plugin::Plugin for Delegator<'_> {
+    fn add(&self, req: &plexus_cni::plugin::Request) -> Result<plexus_cni::CniResult, CniError> {
+        Plexus::delegate(req, &self.plexus_conf, self.attributes).map(Option::unwrap_or_default)
+    }
+    fn del(&self, req: &plexus_cni::plugin::Request) -> Result<(), CniError> {
+        Plexus::delegate(req, &self.plexus_conf, self.attributes).map(drop)
+    }
+    fn check(&self, req: &plexus_cni::plugin::Request) -> Result<(), CniError> {
+        Plexus::delegate(req, &self.plexus_conf, self.attributes).map(drop)
+    }
+    fn status(&self, req: &plexus_cni::plugin::Request) -> Result<(), CniError> {
+        Plexus::delegate(req, &self.plexus_conf, self.attributes).map(drop)
+    }
+    fn gc(
+        &self,
+        req: &plexus_cni::plugin::Request,
+        _: &[plexus_cni::plugin::Attachment],
+    ) -> Result<(), CniError> {
+        Plexus::delegate(req, &self.plexus_conf, self.attributes).map(drop)
+    }
+}
+
+/// Handles the body of a `POST /delegate` (Multus thick's shape: `env`,
+/// `config` = the delegate network's own config, `interfaceAttributes`):
+/// see [`Plexus::delegate`].
+#[must_use]
+pub fn handle_delegate(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
+    let req: ApiRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_body(
+                code::DECODING_FAILURE,
+                format!("the request is not a Multus /delegate request: {e}"),
+            );
+        }
+    };
+    let mut env = req.env.clone();
+    // The pod's own ADD, kept by the daemon, says where its cache is
+    // (`cniDir`) and where plugins are (`binDir`, `CNI_PATH`):
+    // multus-dynamic-networks-controller sends no CNI_PATH.
+    let pod_add = env
+        .get("CNI_CONTAINERID")
+        .and_then(|cid| record_of_container(&cfg.socket_dir, cid));
+    let cni_path = pod_add
+        .as_ref()
+        .and_then(|r| r.env.get("CNI_PATH").cloned())
+        .unwrap_or_else(|| crate::config::DEFAULT_BIN_DIR.to_owned());
+    env.entry("CNI_PATH".into()).or_insert(cni_path);
+    let plexus_conf = pod_add
+        .and_then(|r| serde_json::from_slice::<Value>(&r.config).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| {
+            let mut c = json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus"});
+            if let Some(o) = c.as_object_mut() {
+                o.extend(cfg.overrides.clone());
+            }
+            c
+        });
+    let delegator = Delegator {
+        plexus_conf,
+        attributes: req.interface_attributes.as_ref(),
+    };
+    let get = |k: &str| env.get(k).cloned();
+    let started = std::time::Instant::now();
+    let outcome = dispatch(&delegator, &get, &mut req.config.as_slice(), "");
+    if let Some(m) = crate::metrics::get() {
+        let verb = env.get("CNI_COMMAND").map_or("?", String::as_str);
+        let result = if outcome.success {
+            "ok".to_owned()
+        } else {
+            error_code(&outcome)
+        };
+        m.request(&format!("delegate {verb}"), &result, started.elapsed());
+    }
+    answer(&outcome)
+}
+
+/// The CNI error code of a failed outcome, as text.
+fn error_code(outcome: &Outcome) -> String {
+    serde_json::from_str::<Value>(&outcome.stdout)
+        .ok()
+        .and_then(|v| v.get("code").map(Value::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// The request's config with the daemon's keys over it.
@@ -412,6 +501,14 @@ async fn route(
             reply(status, body)
         }
         ("GET", "/metrics") => reply(200, metrics_text()),
+        ("POST", "/delegate") => {
+            let (status, body) = tokio::task::spawn_blocking(move || handle_delegate(&cfg, &bytes))
+                .await
+                .unwrap_or_else(|e| {
+                    error_body(code::INTERNAL, format!("the request's thread failed: {e}"))
+                });
+            reply(status, body)
+        }
         ("POST", "/cni") => {
             let started = std::time::Instant::now();
             let (status, body) = tokio::task::spawn_blocking(move || handle_cni(&cfg, &bytes))
@@ -422,7 +519,7 @@ async fn route(
             tracing::debug!(status, ms = started.elapsed().as_millis(), "/cni");
             reply(status, body)
         }
-        (_, "/cni" | "/healthz" | "/readyz") => {
+        (_, "/cni" | "/delegate" | "/healthz" | "/readyz") => {
             let (_, b) = error_body(
                 code::INVALID_ENVIRONMENT,
                 format!("{} {}: method not allowed", parts.method, parts.uri.path()),
@@ -432,7 +529,9 @@ async fn route(
         (m, p) => {
             let (_, b) = error_body(
                 code::INVALID_ENVIRONMENT,
-                format!("{m} {p}: no such endpoint (plexus daemon serves /cni, /healthz, /readyz)"),
+                format!(
+                    "{m} {p}: no such endpoint (plexus daemon serves /cni, /delegate, /healthz, /readyz, /metrics)"
+                ),
             );
             reply(404, b)
         }
@@ -644,6 +743,16 @@ fn remember(cfg: &DaemonConfig, verb: &str, env: &BTreeMap<String, String>, conf
     if let Err(e) = outcome {
         tracing::warn!(path = %path.display(), error = %e, "hot-plug record");
     }
+}
+
+/// The kept ADD request of a container (its sandbox, for `/delegate`).
+fn record_of_container(socket_dir: &Path, container_id: &str) -> Option<ApiRequest> {
+    let prefix = format!("{container_id}_");
+    std::fs::read_dir(socket_dir.join("pods"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .find_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
 }
 
 /// The kept ADD requests of a pod.
