@@ -160,7 +160,7 @@ impl Informers {
                 watcher(nads, watcher::Config::default()),
                 nad_writer,
                 Arc::clone(&this.nads_synced),
-                None,
+                false,
                 Arc::clone(&this),
             ));
             if let (Some(node), Some(w)) = (node, pod_writer) {
@@ -171,7 +171,7 @@ impl Informers {
                     watcher(pods, cfg),
                     w,
                     Arc::clone(&this.pods_synced),
-                    Some(()),
+                    true,
                     Arc::clone(&this),
                 ));
             }
@@ -244,12 +244,6 @@ impl Informers {
         })
         .transpose()
     }
-
-    /// Every cached pod of this node.
-    #[must_use]
-    pub fn pods(&self) -> Vec<Arc<Pod>> {
-        self.pods.as_ref().map(Store::state).unwrap_or_default()
-    }
 }
 
 fn lookup(resource: &str, hit: bool) {
@@ -271,13 +265,14 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClusterEr
 }
 
 /// Feeds one watcher into its store until the daemon stops; marks it
-/// synced after its first full list. Pod events go to the pod hook.
+/// synced after its first full list. With `pods`, applied objects go to
+/// the pod hook.
 async fn run<K>(
     resource: &'static str,
     stream: impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
     writer: reflector::store::Writer<K>,
     synced: Arc<AtomicBool>,
-    pods: Option<()>,
+    pods: bool,
     informers: Arc<Informers>,
 ) where
     K: reflector::Lookup + Clone + Send + Sync + 'static,
@@ -299,7 +294,7 @@ async fn run<K>(
                             m.informer_synced(resource);
                         }
                     }
-                    watcher::Event::Apply(obj) if pods.is_some() => {
+                    watcher::Event::Apply(obj) if pods => {
                         if let Some(pod) = (obj as &dyn std::any::Any).downcast_ref::<Pod>() {
                             pod_changed(&informers, pod);
                         }
