@@ -389,6 +389,13 @@ pub fn serve(cfg: DaemonConfig) -> io::Result<()> {
         _ => {}
     }
     if cfg.hotplug {
+        let pruned = prune_records(&cfg.socket_dir);
+        if pruned > 0 {
+            tracing::info!(
+                pruned,
+                "forgot the kept requests of pods whose cache is gone"
+            );
+        }
         enable_hotplug(cfg.socket_dir.clone());
     }
     let cfg = Arc::new(cfg);
@@ -745,6 +752,39 @@ fn remember(cfg: &DaemonConfig, verb: &str, env: &BTreeMap<String, String>, conf
     }
 }
 
+/// Forgets the kept requests whose pod cache is gone (a DEL that ran thin
+/// while the daemon was down, or a cache removed by GC): at start, so that
+/// `<socketDir>/pods` holds only pods plexus still has set up.
+fn prune_records(socket_dir: &Path) -> usize {
+    let Ok(dir) = std::fs::read_dir(socket_dir.join("pods")) else {
+        return 0;
+    };
+    let mut pruned = 0;
+    for e in dir.flatten() {
+        let path = e.path();
+        let Some(req) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ApiRequest>(&b).ok())
+        else {
+            continue;
+        };
+        let cni_dir = serde_json::from_slice::<Value>(&req.config)
+            .ok()
+            .and_then(|c| c.get("cniDir").and_then(Value::as_str).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CNI_DIR));
+        let (Some(cid), Some(ifname)) = (req.env.get("CNI_CONTAINERID"), req.env.get("CNI_IFNAME"))
+        else {
+            continue;
+        };
+        if !crate::state::path(&cni_dir, cid, ifname).exists()
+            && std::fs::remove_file(&path).is_ok()
+        {
+            pruned += 1;
+        }
+    }
+    pruned
+}
+
 /// The kept ADD request of a container (its sandbox, for `/delegate`).
 fn record_of_container(socket_dir: &Path, container_id: &str) -> Option<ApiRequest> {
     let prefix = format!("{container_id}_");
@@ -963,6 +1003,44 @@ mod tests {
         let (s, b) = handle_cni(&cfg, br#"{"env": {"CNI_COMMAND": "VERSION"}}"#);
         assert_eq!(s, 200, "{b}");
         assert!(b.contains("supportedVersions"), "{b}");
+    }
+
+    #[test]
+    fn kept_requests_of_pods_without_a_cache_are_pruned_and_found_by_pod() {
+        let d = tempfile::tempdir().unwrap();
+        let (sock, cache) = (d.path().join("run"), d.path().join("cache"));
+        let config = json!({"type": "plexus", "cniDir": cache}).to_string();
+        let env = |cid: &str, pod: &str| -> BTreeMap<String, String> {
+            [
+                ("CNI_CONTAINERID", cid.to_owned()),
+                ("CNI_IFNAME", "eth0".to_owned()),
+                (
+                    "CNI_ARGS",
+                    format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_UID=u-{pod}"),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+        };
+        let cfg = DaemonConfig {
+            socket_dir: sock.clone(),
+            ..DaemonConfig::default()
+        };
+        remember(&cfg, "ADD", &env("c1", "a"), config.as_bytes());
+        remember(&cfg, "ADD", &env("c2", "b"), config.as_bytes());
+        // Only c1 has a cache.
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(crate::state::path(&cache, "c1", "eth0"), "{}").unwrap();
+        assert_eq!(records_of(&sock, "default", "b", Some("u-b")).len(), 1);
+        assert_eq!(prune_records(&sock), 1);
+        assert!(records_of(&sock, "default", "b", None).is_empty());
+        let a = records_of(&sock, "default", "a", Some("u-a"));
+        assert_eq!(a.len(), 1);
+        assert!(records_of(&sock, "default", "a", Some("another-uid")).is_empty());
+        assert!(record_of_container(&sock, "c1").is_some());
+        remember(&cfg, "DEL", &env("c1", "a"), b"");
+        assert!(record_of_container(&sock, "c1").is_none());
     }
 
     #[test]
