@@ -895,10 +895,24 @@ fn thick_delegate_endpoint_adds_and_deletes_one_network_in_a_running_pod() {
     use base64::Engine as _;
     use plexus_meta_cni::thick::{ApiRequest, post};
     plexus_e2e::meta::through_daemon(|| {
-        let w = World::new(Source::Api);
-        let sock = w.daemon.as_ref().unwrap().socket_dir.join("plexus.sock");
+        let mut w = World::new(Source::Api);
+        // A daemon that leaves hot-plug to the controller still keeps the
+        // pod's ADD (its cache directory, CNI_PATH), which /delegate needs.
+        drop(w.daemon.take());
+        let config = w.tmp.path().join("daemon-config.json");
+        std::fs::write(
+            &config,
+            json!({"kubeconfig": w.conf["kubeconfig"], "hotplug": false}).to_string(),
+        )
+        .unwrap();
+        w.daemon = Some(plexus_e2e::meta::Daemon::start_with(
+            &w.host,
+            w.tmp.path(),
+            &["--config", config.to_str().unwrap()],
+        ));
         let a = w.pod("a", Some("macvlan-dyn"));
         w.add(&a);
+        let sock = w.daemon.as_ref().unwrap().socket_dir.join("plexus.sock");
         let nad = json!({"cniVersion": "1.0.0", "name": "macvlan-static", "plugins": [
             {"type": "macvlan", "master": plexus_e2e::meta::MASTER, "mode": "bridge",
              "ipam": {"type": "static"}, "capabilities": {"ips": true}},

@@ -229,14 +229,14 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
         let verb = req.env.get("CNI_COMMAND").map_or("?", String::as_str);
         m.request(verb, &result, started.elapsed());
     }
-    if cfg.hotplug {
-        let verb = req.env.get("CNI_COMMAND").map_or("", String::as_str);
-        if outcome.success {
-            remember(cfg, verb, &req.env, &config);
-        }
-        if outcome.success && verb == "ADD" {
-            replug_after_add(&req.env, &config);
-        }
+    // The pod's ADD is kept whether or not the daemon hot-plugs itself:
+    // `/delegate` reads it too.
+    let verb = req.env.get("CNI_COMMAND").map_or("", String::as_str);
+    if outcome.success {
+        remember(cfg, verb, &req.env, &config);
+    }
+    if cfg.hotplug && outcome.success && verb == "ADD" {
+        replug_after_add(&req.env, &config);
     }
     answer(&outcome)
 }
@@ -388,14 +388,14 @@ pub fn serve(cfg: DaemonConfig) -> io::Result<()> {
         }
         _ => {}
     }
+    let pruned = prune_records(&cfg.socket_dir);
+    if pruned > 0 {
+        tracing::info!(
+            pruned,
+            "forgot the kept requests of pods whose cache is gone"
+        );
+    }
     if cfg.hotplug {
-        let pruned = prune_records(&cfg.socket_dir);
-        if pruned > 0 {
-            tracing::info!(
-                pruned,
-                "forgot the kept requests of pods whose cache is gone"
-            );
-        }
         enable_hotplug(cfg.socket_dir.clone());
     }
     let cfg = Arc::new(cfg);
@@ -713,7 +713,7 @@ pub fn forward(socket: &Path, stdin: &[u8]) -> Outcome {
 pub const HOTPLUG_KEY: &str = "hotplug";
 
 /// Where the daemon keeps the ADD request of every pod it set up, for
-/// hot-plug: `<socketDir>/pods/<containerID>_<ifname>.json` (0600, in the
+/// hot-plug and `/delegate`: `<socketDir>/pods/<containerID>_<ifname>.json` (0600, in the
 /// 0700 socket directory). DEL removes it. It is the request as the
 /// runtime sent it, so a restarted daemon still knows the pod's netns,
 /// `CNI_ARGS` and config.
