@@ -572,24 +572,27 @@ fn thick_daemon_answers_health_and_refuses_bad_requests_clearly() {
     });
 }
 
+/// `GET path` over `stream` (HTTP/1.1, the server closes): the status
+/// line and the body.
+fn http_get(mut s: impl std::io::Read + std::io::Write, path: &str) -> (String, String) {
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
 /// GETs `path` from the daemon's metrics address (in the world's host
 /// namespace); returns the status line and the body.
 fn scrape(w: &World, addr: &str, path: &str) -> (String, String) {
-    use std::io::{Read as _, Write as _};
     let addr = addr.to_owned();
     let path = path.to_owned();
-    w.host.run(move || {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        (head.lines().next().unwrap().to_owned(), body.to_owned())
-    })
+    w.host
+        .run(move || http_get(std::net::TcpStream::connect(&addr).unwrap(), &path))
 }
 
 /// The daemon's metrics after a few ADD/DEL: requests by verb and result,
@@ -665,19 +668,10 @@ fn thick_daemon_metrics_count_what_it_served() {
 
 /// `GET path` on the daemon's socket: the status and body.
 fn daemon_get(w: &World, path: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
     let sock = w.daemon.as_ref().unwrap().socket_dir.join("plexus.sock");
-    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    let (line, body) = http_get(std::os::unix::net::UnixStream::connect(sock).unwrap(), path);
+    let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body)
 }
 
 /// A counter of the daemon's metrics (0 when absent).

@@ -32,7 +32,7 @@ use crate::cluster::{ClusterError, PodInfo, PodRef};
 use crate::nad::Nad;
 
 /// What a pod watch event means to the daemon (hot-plug hooks in here).
-pub type PodHook = Arc<dyn Fn(&Arc<Informers>, &Pod) + Send + Sync>;
+pub type PodHook = Arc<dyn Fn(&Pod) + Send + Sync>;
 
 /// The caches of one cluster (one kubeconfig).
 pub struct Informers {
@@ -161,7 +161,6 @@ impl Informers {
                 nad_writer,
                 Arc::clone(&this.nads_synced),
                 false,
-                Arc::clone(&this),
             ));
             if let (Some(node), Some(w)) = (node, pod_writer) {
                 let pods: Api<Pod> = Api::all(client);
@@ -172,7 +171,6 @@ impl Informers {
                     w,
                     Arc::clone(&this.pods_synced),
                     true,
-                    Arc::clone(&this),
                 ));
             }
         });
@@ -273,7 +271,6 @@ async fn run<K>(
     writer: reflector::store::Writer<K>,
     synced: Arc<AtomicBool>,
     pods: bool,
-    informers: Arc<Informers>,
 ) where
     K: reflector::Lookup + Clone + Send + Sync + 'static,
     <K as reflector::Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
@@ -296,7 +293,7 @@ async fn run<K>(
                     }
                     watcher::Event::Apply(obj) if pods => {
                         if let Some(pod) = (obj as &dyn std::any::Any).downcast_ref::<Pod>() {
-                            pod_changed(&informers, pod);
+                            pod_changed(pod);
                         }
                     }
                     _ => {}
@@ -307,11 +304,11 @@ async fn run<K>(
     }
 }
 
-fn pod_changed(informers: &Arc<Informers>, pod: &Pod) {
+fn pod_changed(pod: &Pod) {
     let hook = REGISTRY
         .get()
         .and_then(|r| r.on_pod.lock().ok().and_then(|h| h.clone()));
     if let Some(hook) = hook {
-        hook(informers, pod);
+        hook(pod);
     }
 }

@@ -901,7 +901,7 @@ fn replug_after_add(env: &BTreeMap<String, String>, config: &[u8]) {
 /// networks annotation changed since the daemon last looked.
 fn enable_hotplug(socket_dir: PathBuf) {
     let seen: Arc<std::sync::Mutex<BTreeMap<String, String>>> = Arc::default();
-    crate::informer::on_pod(Arc::new(move |_, pod| {
+    crate::informer::on_pod(Arc::new(move |pod| {
         let meta = &pod.metadata;
         let (Some(ns), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
             return;

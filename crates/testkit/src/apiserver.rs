@@ -251,26 +251,25 @@ impl FakeApiServer {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
             .collect();
-        let mut st = self.lock();
-        let key = (namespace.to_owned(), name.to_owned());
-        let n = {
-            let c = st.created.entry(key.clone()).or_default();
-            *c += 1;
-            *c
-        };
-        let uid = format!("uid-{namespace}-{name}-{}-{n}", std::process::id());
-        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        self.change(|st| {
+            let key = (namespace.to_owned(), name.to_owned());
+            let n = {
+                let c = st.created.entry(key.clone()).or_default();
+                *c += 1;
+                *c
+            };
+            let uid = format!("uid-{namespace}-{name}-{}-{n}", std::process::id());
+            let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "uid": uid, "annotations": ann},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
             "status": {"phase": "Pending"}});
-        if let Some(mut old) = st.pods.remove(&key) {
-            st.touch(Watched::Pods, "DELETED", &mut old);
-        }
-        st.touch(Watched::Pods, "ADDED", &mut pod);
-        st.pods.insert(key, pod);
-        drop(st);
-        self.changed();
-        uid
+            if let Some(mut old) = st.pods.remove(&key) {
+                st.touch(Watched::Pods, "DELETED", &mut old);
+            }
+            st.touch(Watched::Pods, "ADDED", &mut pod);
+            st.pods.insert(key, pod);
+            uid
+        })
     }
 
     /// Adds a NetworkAttachmentDefinition; `config` is `spec.config` (`None`
@@ -298,27 +297,16 @@ impl FakeApiServer {
         if let Some(c) = config {
             nad["spec"] = json!({"config": c});
         }
-        let mut st = self.lock();
-        let key = (namespace.to_owned(), name.to_owned());
-        let kind = if st.nads.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        st.touch(Watched::Nads, kind, &mut nad);
-        st.nads.insert(key, nad);
-        drop(st);
-        self.changed();
-    }
-
-    /// Deletes a NAD (absent is fine).
-    pub fn remove_nad(&self, namespace: &str, name: &str) {
-        let mut st = self.lock();
-        if let Some(mut nad) = st.nads.remove(&(namespace.to_owned(), name.to_owned())) {
-            st.touch(Watched::Nads, "DELETED", &mut nad);
-        }
-        drop(st);
-        self.changed();
+        self.change(|st| {
+            let key = (namespace.to_owned(), name.to_owned());
+            let kind = if st.nads.contains_key(&key) {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            };
+            st.touch(Watched::Nads, kind, &mut nad);
+            st.nads.insert(key, nad);
+        });
     }
 
     /// Creates or replaces a cluster-scoped object in `collection` (its
@@ -400,32 +388,30 @@ impl FakeApiServer {
 
     /// Deletes a pod (as `kubectl delete pod` once it is gone).
     pub fn remove_pod(&self, namespace: &str, name: &str) {
-        let mut st = self.lock();
-        if let Some(mut pod) = st.pods.remove(&(namespace.to_owned(), name.to_owned())) {
-            st.touch(Watched::Pods, "DELETED", &mut pod);
-        }
-        drop(st);
-        self.changed();
+        self.change(|st| {
+            if let Some(mut pod) = st.pods.remove(&(namespace.to_owned(), name.to_owned())) {
+                st.touch(Watched::Pods, "DELETED", &mut pod);
+            }
+        });
     }
 
     /// Sets (or, with `None`, removes) one annotation of a pod.
     pub fn set_pod_annotation(&self, namespace: &str, name: &str, key: &str, value: Option<&str>) {
-        let mut st = self.lock();
-        let key_ = (namespace.to_owned(), name.to_owned());
-        if let Some(mut p) = st.pods.remove(&key_) {
-            match value {
-                Some(v) => p["metadata"]["annotations"][key] = v.into(),
-                None => {
-                    if let Some(a) = p["metadata"]["annotations"].as_object_mut() {
-                        a.remove(key);
+        self.change(|st| {
+            let key_ = (namespace.to_owned(), name.to_owned());
+            if let Some(mut p) = st.pods.remove(&key_) {
+                match value {
+                    Some(v) => p["metadata"]["annotations"][key] = v.into(),
+                    None => {
+                        if let Some(a) = p["metadata"]["annotations"].as_object_mut() {
+                            a.remove(key);
+                        }
                     }
                 }
+                st.touch(Watched::Pods, "MODIFIED", &mut p);
+                st.pods.insert(key_, p);
             }
-            st.touch(Watched::Pods, "MODIFIED", &mut p);
-            st.pods.insert(key_, p);
-        }
-        drop(st);
-        self.changed();
+        });
     }
 
     /// A pod as it is now.
@@ -481,8 +467,11 @@ impl FakeApiServer {
         self.shared.changed.notify_all();
     }
 
-    fn changed(&self) {
+    /// Runs `f` on the state, then wakes the watches.
+    fn change<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let out = f(&mut self.lock());
         self.shared.changed.notify_all();
+        out
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
