@@ -877,6 +877,80 @@ fn thick_hot_plug_adds_and_removes_networks_of_a_running_pod() {
     });
 }
 
+/// An annotation edited while the pod's ADD runs: the pod informer's pass
+/// comes before the daemon has kept the ADD, so it has nothing to replug;
+/// the pass after the ADD sees that the annotation moved and adds the
+/// network. (The first delegate sleeps until the edit is made, so the ADD
+/// has planned with the old annotation.)
+#[test]
+fn thick_hot_plug_catches_an_edit_made_while_the_add_runs() {
+    use std::os::unix::fs::PermissionsExt as _;
+    plexus_e2e::meta::through_daemon(|| {
+        let mut w = World::new(Source::Api);
+        eventually("/readyz answers 200", || daemon_get(&w, "/readyz").0 == 200);
+        let bin = w.tmp.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let (started, go) = (w.tmp.path().join("started"), w.tmp.path().join("go"));
+        let slow = bin.join("slow-macvlan");
+        std::fs::write(
+            &slow,
+            format!(
+                "#!/bin/sh\nif [ \"$CNI_COMMAND\" = ADD ]; then\n  touch {started}\n  \
+                 for _ in $(seq 100); do [ -e {go} ] && break; sleep 0.05; done\nfi\n\
+                 exec {plugins}/macvlan\n",
+                started = started.display(),
+                go = go.display(),
+                plugins = plexus_e2e::REFERENCE_PLUGINS,
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+        w.cni_path = format!("{}:{}", bin.display(), w.cni_path);
+        let data = w.tmp.path().join("ipam");
+        w.add_nad(
+            "default",
+            "slow-net",
+            &json!({"cniVersion": "1.0.0", "type": "slow-macvlan",
+                "master": plexus_e2e::meta::MASTER, "mode": "bridge",
+                "ipam": {"type": "host-local", "dataDir": data,
+                         "ranges": [[{"subnet": "10.77.6.0/24"}]]}}),
+        );
+        let pod_events = || daemon_metric(&w, "plexus_informer_events_total{resource=\"pods\"}");
+        let before = pod_events();
+        let a = w.pod("a", Some("slow-net"));
+        eventually("the daemon's cache has the pod", || pod_events() > before);
+        let add = w.spawn("ADD", &a, &w.conf, Some(a.netns.path()));
+        eventually("the ADD reached its delegate", || started.exists());
+        let before = pod_events();
+        w.api().set_pod_annotation(
+            "default",
+            "a",
+            "k8s.v1.cni.cncf.io/networks",
+            Some("slow-net,macvlan-dyn"),
+        );
+        // The informer (and its hot-plug hook) has the edit before the ADD
+        // goes on.
+        eventually("the daemon's cache saw the edit", || pod_events() > before);
+        std::fs::write(&go, "").unwrap();
+        let out = add.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "ADD: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        eventually("net2 hot-plugged after the ADD", || {
+            a.netns.link("net2").is_some()
+                && a.netns
+                    .addrs("net2")
+                    .iter()
+                    .any(|x| x.starts_with("10.77.1."))
+        });
+        assert_eq!(pod_links(&a), ["eth0", "net1", "net2"]);
+        w.del(&a);
+        assert_clean(&w, &[&a]);
+    });
+}
+
 /// Multus thick's `/delegate`, in the shape multus-dynamic-networks-
 /// controller sends (`env` with the pod's sandbox, netns and the new
 /// `CNI_IFNAME`; `config` = the NAD's config, base64;

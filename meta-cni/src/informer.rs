@@ -200,6 +200,15 @@ impl Informers {
     /// the runtime names.
     #[must_use]
     pub fn pod(&self, pod: &PodRef) -> Option<PodInfo> {
+        let hit = self.peek(pod);
+        lookup("pods", hit.is_some());
+        hit
+    }
+
+    /// [`Self::pod`] for the daemon's own bookkeeping: not counted as a
+    /// lookup in the metrics.
+    #[must_use]
+    pub fn peek(&self, pod: &PodRef) -> Option<PodInfo> {
         let store = self.pods.as_ref()?;
         let hit = self
             .pods_synced
@@ -210,7 +219,6 @@ impl Informers {
                 (Some(want), Some(have)) => want == have,
                 _ => true,
             });
-        lookup("pods", hit.is_some());
         hit.map(|p| PodInfo {
             uid: p.metadata.uid.clone(),
             annotations: p.metadata.annotations.clone().unwrap_or_default(),

@@ -187,11 +187,22 @@ impl<'r> Ctx<'r> {
 /// This process' peak resident set size (`VmHWM`), for the per-call log
 /// line: what plexus itself costs, without its delegates.
 fn peak_rss_kib() -> u64 {
+    proc_status_kib("VmHWM:")
+}
+
+/// Of the resident set now, the private (anonymous) part: `VmHWM` also
+/// counts the pages of the binary's code faulted in, which every plexus
+/// process shares with the others and with the page cache.
+fn anon_rss_kib() -> u64 {
+    proc_status_kib("RssAnon:")
+}
+
+fn proc_status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
@@ -548,6 +559,7 @@ fn attach(
         attachments = timings,
         total_ms = started.elapsed().as_millis() as u64,
         peak_rss_kib = peak_rss_kib(),
+        anon_rss_kib = anon_rss_kib(),
         "ADD"
     );
     let added = planned
@@ -681,6 +693,7 @@ impl Plugin for Plexus {
             failed = errors.len(),
             total_ms = started.elapsed().as_millis() as u64,
             peak_rss_kib = peak_rss_kib(),
+            anon_rss_kib = anon_rss_kib(),
             "DEL"
         );
         if let Some(why) = gone {

@@ -213,6 +213,9 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
         Err(e) => return error_body(code::DECODING_FAILURE, e),
     };
     let env = |k: &str| req.env.get(k).cloned();
+    let verb = req.env.get("CNI_COMMAND").map_or("", String::as_str);
+    let networks_before =
+        (cfg.hotplug && verb == "ADD").then(|| cached_networks(&req.env, &config));
     let started = std::time::Instant::now();
     let outcome = dispatch(&Plexus, &env, &mut config.as_slice(), "");
     if let Some(m) = crate::metrics::get() {
@@ -226,17 +229,17 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
         } else {
             error_code(&outcome)
         };
-        let verb = req.env.get("CNI_COMMAND").map_or("?", String::as_str);
         m.request(verb, &result, started.elapsed());
     }
     // The pod's ADD is kept whether or not the daemon hot-plugs itself:
     // `/delegate` reads it too.
-    let verb = req.env.get("CNI_COMMAND").map_or("", String::as_str);
     if outcome.success {
         remember(cfg, verb, &req.env, &config);
     }
-    if cfg.hotplug && outcome.success && verb == "ADD" {
-        replug_after_add(&req.env, &config);
+    if let Some(before) = networks_before
+        && outcome.success
+    {
+        replug_after_add(&req.env, &config, before.as_deref());
     }
     answer(&outcome)
 }
@@ -862,14 +865,19 @@ fn replug(req: &ApiRequest) {
     }
 }
 
-/// After an ADD: one hot-plug pass for the pod, when the informer has it
-/// (an annotation edited while the ADD ran is caught here; a pod the cache
-/// does not have costs no GET).
-fn replug_after_add(env: &BTreeMap<String, String>, config: &[u8]) {
+/// The pod of a CNI request as the kept request names it, and the
+/// informer caches of the request's cluster.
+fn cached_pod(
+    env: &BTreeMap<String, String>,
+    config: &[u8],
+) -> Option<(
+    crate::cluster::PodRef,
+    std::sync::Arc<crate::informer::Informers>,
+)> {
     let args = plexus_cni::args::CniArgs::parse(env.get("CNI_ARGS").map_or("", String::as_str))
         .unwrap_or_default();
     let (Some(ns), Some(name)) = (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) else {
-        return;
+        return None;
     };
     let pod = crate::cluster::PodRef {
         namespace: ns.to_owned(),
@@ -884,9 +892,35 @@ fn replug_after_add(env: &BTreeMap<String, String>, config: &[u8]) {
                 .map(PathBuf::from)
         })
         .filter(|p| !p.as_os_str().is_empty());
-    let cached = crate::informer::for_kubeconfig(kubeconfig.as_deref())
-        .is_some_and(|i| i.pod(&pod).is_some());
-    let Some(h) = crate::informer::handle().filter(|_| cached) else {
+    Some((pod, crate::informer::for_kubeconfig(kubeconfig.as_deref())?))
+}
+
+/// The networks annotation of the request's pod in the informer cache
+/// (`Some("")` without one); `None` when the cache does not have the pod.
+fn cached_networks(env: &BTreeMap<String, String>, config: &[u8]) -> Option<String> {
+    let (pod, informers) = cached_pod(env, config)?;
+    let info = informers.peek(&pod)?;
+    Some(
+        info.annotations
+            .get(crate::selection::NETWORKS_ANNOTATION)
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+/// After an ADD: one hot-plug pass for the pod when the informer cache
+/// has it and its networks annotation is no longer `before`, the one it
+/// had when the ADD started (`None`: the pod was not cached then). The pod
+/// informer's own pass may have come while the ADD ran, before the request
+/// was kept, and found nothing to replug; this one catches that edit. An
+/// ADD during which nothing moved (nearly all of them) costs no pass.
+fn replug_after_add(env: &BTreeMap<String, String>, config: &[u8], before: Option<&str>) {
+    match cached_networks(env, config) {
+        None => return,
+        Some(now) if Some(now.as_str()) == before => return,
+        Some(_) => {}
+    }
+    let Some(h) = crate::informer::handle() else {
         return;
     };
     let req = ApiRequest {
