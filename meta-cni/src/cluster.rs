@@ -259,7 +259,7 @@ pub const BUDGET: Duration = Duration::from_secs(10);
 /// The API server, through the `kube` crate on a single-threaded runtime
 /// (plexus is a short-lived process; nothing here outlives one CNI call).
 pub struct KubeCluster {
-    rt: tokio::runtime::Runtime,
+    rt: Rt,
     client: Client,
     /// The most every request of this client together may take, counted
     /// from the first one (DEL: one bound for the pod and all its NADs).
@@ -272,6 +272,23 @@ pub struct KubeCluster {
 impl std::fmt::Debug for KubeCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeCluster").finish_non_exhaustive()
+    }
+}
+
+/// Where a [`KubeCluster`]'s requests run.
+enum Rt {
+    /// Its own single-threaded runtime (a CNI call of its own).
+    Own(tokio::runtime::Runtime),
+    /// The daemon's runtime, whose client it shares.
+    Daemon(tokio::runtime::Handle),
+}
+
+impl Rt {
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        match self {
+            Self::Own(rt) => rt.block_on(f),
+            Self::Daemon(h) => h.block_on(f),
+        }
     }
 }
 
@@ -320,6 +337,20 @@ impl KubeCluster {
     /// # Errors
     /// When the kubeconfig cannot be read or names no usable cluster.
     pub fn new(kubeconfig: Option<&Path>) -> Result<Self, ClusterError> {
+        // In the daemon: its runtime, and one client per cluster for all
+        // the calls it serves.
+        if let (Some(cache), Some(handle)) = (
+            crate::informer::for_kubeconfig(kubeconfig),
+            crate::informer::handle(),
+        ) {
+            return Ok(Self {
+                client: cache.request_client(&handle)?,
+                rt: Rt::Daemon(handle),
+                total: None,
+                first_request: std::cell::OnceCell::new(),
+                cache: Some(cache),
+            });
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -330,11 +361,11 @@ impl KubeCluster {
             Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?
         };
         Ok(Self {
-            rt,
+            rt: Rt::Own(rt),
             client,
             total: None,
             first_request: std::cell::OnceCell::new(),
-            cache: crate::informer::for_kubeconfig(kubeconfig),
+            cache: None,
         })
     }
 

@@ -38,6 +38,10 @@ pub type PodHook = Arc<dyn Fn(&Pod) + Send + Sync>;
 pub struct Informers {
     kubeconfig: Option<PathBuf>,
     client: OnceLock<kube::Client>,
+    /// The client of the CNI calls' own requests (status patches, GETs on
+    /// a miss): the CNI timeouts, and one connection pool for the daemon's
+    /// life instead of a client, runtime and connection per call.
+    requests: OnceLock<kube::Client>,
     pods: Option<Store<Pod>>,
     nads: Store<DynamicObject>,
     pods_synced: Arc<AtomicBool>,
@@ -138,6 +142,7 @@ impl Informers {
         let me = Arc::new(Self {
             kubeconfig: kubeconfig.clone(),
             client: OnceLock::new(),
+            requests: OnceLock::new(),
             pods: pod_writer.as_ref().map(reflector::store::Writer::as_reader),
             nads: nad_writer.as_reader(),
             pods_synced: Arc::new(AtomicBool::new(pod_writer.is_none())),
@@ -193,6 +198,25 @@ impl Informers {
     #[must_use]
     pub fn client(&self) -> Option<kube::Client> {
         self.client.get().cloned()
+    }
+
+    /// The client for the CNI calls' requests to this cluster, made on the
+    /// daemon's runtime `handle` the first time (from a blocking thread).
+    ///
+    /// # Errors
+    /// The kubeconfig cannot be read or names no usable cluster.
+    pub fn request_client(
+        &self,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<kube::Client, ClusterError> {
+        if let Some(c) = self.requests.get() {
+            return Ok(c.clone());
+        }
+        let config = handle.block_on(crate::cluster::kube_config(self.kubeconfig.as_deref()))?;
+        let _guard = handle.enter();
+        let client =
+            kube::Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?;
+        Ok(self.requests.get_or_init(|| client).clone())
     }
 
     /// The pod from the cache: `None` when the cache cannot say (then a
