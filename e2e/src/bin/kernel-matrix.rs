@@ -180,6 +180,9 @@ fn relay(
     }))
 }
 
+/// A VM gone sooner than this without a report failed to boot.
+const BOOT_RETRY_WITHIN: Duration = Duration::from_secs(60);
+
 /// Boots `kernel` and runs the suite; returns its column of the matrix.
 fn run_vm(kernel: &Kernel, filter: &str, nextest: &Path, timeout: Duration) -> Column {
     let junit_dir = target_root().join("nextest/vm");
@@ -295,7 +298,22 @@ fn host(args: &Args) -> Result<bool, String> {
     write_metadata()?;
     let columns: Vec<Column> = kernels
         .iter()
-        .map(|k| run_vm(k, &args.filter, &nextest, args.timeout))
+        .map(|k| {
+            let column = run_vm(k, &args.filter, &nextest, args.timeout);
+            // A VM that is gone within a minute with no report never ran
+            // the suite (qemu under TCG once exited 255 after 11 s with no
+            // output, and booted fine again): boot it once more. A suite
+            // that fails still fails, with its report.
+            if column.cases.is_none() && column.secs < BOOT_RETRY_WITHIN.as_secs_f64() {
+                println!(
+                    "== Linux {}: the VM stopped after {:.0} s without running the suite; \
+                     booting it once more ==",
+                    k.release, column.secs
+                );
+                return run_vm(k, &args.filter, &nextest, args.timeout);
+            }
+            column
+        })
         .collect();
     println!("\n== kernel matrix (VMs under TCG: behaviour, not timings) ==");
     print!("{}", vm::table(&columns));
