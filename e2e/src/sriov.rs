@@ -26,6 +26,25 @@ pub fn emulated_pf() -> (FakeSysfs, std::path::PathBuf) {
 pub fn wire(prefix: &str) -> NetNs {
     let wire = NetNs::with_prefix(prefix).expect("wire netns");
     wire.sh("ip", &["link", "add", "sw0", "type", "bridge"]);
+    // A port that is always up, as the rest of a real wire is: with the
+    // VFs' peers as its only ports, the bridge lost its carrier whenever a
+    // VF netdev moved into a pod, and the kernel then flushed the wire's
+    // neighbour entries, which a real wire keeps.
+    wire.sh(
+        "ip",
+        &[
+            "link",
+            "add",
+            "swup",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "swup-peer",
+        ],
+    );
+    wire.sh("ip", &["link", "set", "swup-peer", "up"]);
+    wire.sh("ip", &["link", "set", "swup", "master", "sw0", "up"]);
     wire.sh("ip", &["link", "set", "sw0", "up"]);
     wire
 }
