@@ -256,8 +256,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(150);
 /// The most one request may take, with its retries.
 pub const BUDGET: Duration = Duration::from_secs(10);
 
-/// The API server, through the `kube` crate on a single-threaded runtime
-/// (plexus is a short-lived process; nothing here outlives one CNI call).
+/// The API server, through the `kube` crate: on a single-threaded runtime
+/// of its own in a CNI call (plexus is a short-lived process; nothing here
+/// outlives the call), or in the daemon on the daemon's runtime, with the
+/// client it keeps per cluster.
 pub struct KubeCluster {
     rt: Rt,
     client: Client,
