@@ -214,8 +214,15 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
     };
     let env = |k: &str| req.env.get(k).cloned();
     let verb = req.env.get("CNI_COMMAND").map_or("", String::as_str);
-    let networks_before =
-        (cfg.hotplug && verb == "ADD").then(|| cached_networks(&req.env, &config));
+    // Hot-plug's pass after an ADD: the pod, its cluster's caches and its
+    // networks annotation as the ADD starts, looked up once.
+    let watched = (cfg.hotplug && verb == "ADD")
+        .then(|| cached_pod(&req.env, &config))
+        .flatten()
+        .map(|(pod, informers)| {
+            let before = networks_of(&informers, &pod);
+            (pod, informers, before)
+        });
     let started = std::time::Instant::now();
     let outcome = dispatch(&Plexus, &env, &mut config.as_slice(), "");
     if let Some(m) = crate::metrics::get() {
@@ -236,10 +243,15 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
     if outcome.success {
         remember(cfg, verb, &req.env, &config);
     }
-    if let Some(before) = networks_before
+    if let Some((pod, informers, before)) = watched
         && outcome.success
     {
-        replug_after_add(&req.env, &config, before.as_deref());
+        replug_after_add(
+            &req.env,
+            &config,
+            networks_of(&informers, &pod).as_deref(),
+            before.as_deref(),
+        );
     }
     answer(&outcome)
 }
@@ -895,11 +907,13 @@ fn cached_pod(
     Some((pod, crate::informer::for_kubeconfig(kubeconfig.as_deref())?))
 }
 
-/// The networks annotation of the request's pod in the informer cache
-/// (`Some("")` without one); `None` when the cache does not have the pod.
-fn cached_networks(env: &BTreeMap<String, String>, config: &[u8]) -> Option<String> {
-    let (pod, informers) = cached_pod(env, config)?;
-    let info = informers.peek(&pod)?;
+/// The networks annotation of `pod` in the informer cache (`Some("")`
+/// without one); `None` when the cache does not have the pod.
+fn networks_of(
+    informers: &crate::informer::Informers,
+    pod: &crate::cluster::PodRef,
+) -> Option<String> {
+    let info = informers.peek(pod)?;
     Some(
         info.annotations
             .get(crate::selection::NETWORKS_ANNOTATION)
@@ -909,16 +923,20 @@ fn cached_networks(env: &BTreeMap<String, String>, config: &[u8]) -> Option<Stri
 }
 
 /// After an ADD: one hot-plug pass for the pod when the informer cache
-/// has it and its networks annotation is no longer `before`, the one it
-/// had when the ADD started (`None`: the pod was not cached then). The pod
-/// informer's own pass may have come while the ADD ran, before the request
-/// was kept, and found nothing to replug; this one catches that edit. An
-/// ADD during which nothing moved (nearly all of them) costs no pass.
-fn replug_after_add(env: &BTreeMap<String, String>, config: &[u8], before: Option<&str>) {
-    match cached_networks(env, config) {
-        None => return,
-        Some(now) if Some(now.as_str()) == before => return,
-        Some(_) => {}
+/// has it (`now` is its networks annotation) and the annotation is no
+/// longer `before`, the one it had when the ADD started (`None`: the pod
+/// was not cached then). The pod informer's own pass may have come while
+/// the ADD ran, before the request was kept, and found nothing to replug;
+/// this one catches that edit. An ADD during which nothing moved (nearly
+/// all of them) costs no pass.
+fn replug_after_add(
+    env: &BTreeMap<String, String>,
+    config: &[u8],
+    now: Option<&str>,
+    before: Option<&str>,
+) {
+    if now.is_none() || now == before {
+        return;
     }
     let Some(h) = crate::informer::handle() else {
         return;
