@@ -27,9 +27,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, sysfs: &Path) -> Self {
+        Self::start_rescanning(dir, sysfs, 300)
+    }
+
+    fn start_rescanning(dir: &Path, sysfs: &Path, rescan_ms: u64) -> Self {
         let ns = NetNs::with_prefix("dp").unwrap();
         let child = plexus_e2e::device_plugin(&ns, dir, sysfs)
-            .args(["--health-interval-ms", "100", "--rescan-interval-ms", "300"])
+            .args(["--health-interval-ms", "100", "--rescan-interval-ms"])
+            .arg(rescan_ms.to_string())
             .env(
                 "PLEXUS_LOG",
                 "debug,h2=info,tower=info,hyper=info,tonic=info",
@@ -575,5 +580,77 @@ fn an_allocated_vf_stays_in_its_rdma_pool_while_its_rdma_device_is_in_the_pod() 
     assert_eq!(ids(&l), [vfs[2].as_str()]);
 
     let (ok, log) = daemon.stop();
+    assert!(ok, "{log}");
+}
+
+/// RDMA exclusive mode across a restart of the plugin: the new process has
+/// no record of what it handed out, and the host sees neither the netdevs
+/// nor the RDMA devices of the VFs in pods. devlink's `enable_rdma` (mlx5
+/// has an instance per VF) says VF 0 is an RDMA device all the same, so it
+/// stays in its `isRdma` pool; VF 1, whose RDMA function is off, has
+/// nothing to keep. When VF 0's pod ends, an Allocate that comes before
+/// the next rescan still gives the container its RDMA nodes.
+#[test]
+fn a_restarted_plugin_keeps_a_vf_whose_rdma_device_is_in_a_pod_as_devlink_says() {
+    use plexus_testkit::sysfs::vf_bdf;
+    let fake = FakeSysfs::new();
+    fake.pf(PfSpec::connectx5());
+    let vfs: Vec<String> = (0..3u32)
+        .map(|i| {
+            let bdf = vf_bdf(DEFAULT_PF_BDF, 2, 1, i);
+            fake.vf(
+                DEFAULT_PF_BDF,
+                i,
+                VfSpec {
+                    ifname: Some(format!("enp59s0f0v{i}")),
+                    ..VfSpec::connectx5()
+                },
+            );
+            fake.add_rdma(&bdf, &format!("mlx5_{}", i + 2), i + 2);
+            fake.devlink_enable_rdma(&bdf, i != 1);
+            bdf
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(
+        d,
+        &json!([{"resourceName": "cx5_rdma", "resourcePrefix": "nvidia.com",
+            "selectors": {"vendors": ["15b3"], "devices": ["1018"], "isRdma": true}}]),
+    );
+    let kubelet = FakeDeviceManager::start(&d.join("device-plugins"));
+    const RDMA: &str = "nvidia.com/cx5_rdma";
+    let first = Daemon::start(d, fake.root());
+    kubelet.wait_list(RDMA, WAIT, |l| l.len() == 3);
+    kubelet.allocate(RDMA, &[&vfs[0], &vfs[1]]).unwrap();
+    // Two pods take VF 0 and VF 1, netdev and RDMA device.
+    for (i, vf) in vfs.iter().enumerate().take(2) {
+        fake.remove_netdev(vf, &format!("enp59s0f0v{i}"));
+        fake.hide_rdma(vf);
+    }
+    let (ok, log) = first.stop();
+    assert!(ok, "{log}");
+
+    // Restarted, rescanning only once a minute from now on.
+    let second = Daemon::start_rescanning(d, fake.root(), 60_000);
+    let l = kubelet.wait_list(RDMA, WAIT, |l| l.len() == 2);
+    assert_eq!(ids(&l), [vfs[0].as_str(), vfs[2].as_str()]);
+    assert!(l.iter().all(|d| d.1 == "Healthy"), "{l:?}");
+
+    // VF 0's pod ends; the kubelet hands it out again before any rescan.
+    fake.add_netdev(
+        &vfs[0],
+        NetdevSpec {
+            ifname: "enp59s0f0v0".into(),
+            ..NetdevSpec::default()
+        },
+    );
+    fake.add_rdma(&vfs[0], "mlx5_2", 2);
+    let r = kubelet.allocate(RDMA, &[&vfs[0]]).unwrap();
+    let nodes: Vec<&str> = r.devices.iter().map(|s| s.host_path.as_str()).collect();
+    assert!(nodes.contains(&"/dev/infiniband/uverbs2"), "{nodes:?}");
+    let info: Value = serde_json::from_str(&r.envs["PCIDEVICE_NVIDIA_COM_CX5_RDMA_INFO"]).unwrap();
+    assert_eq!(info[&vfs[0]]["rdma"]["rdma_dev"], "mlx5_2", "{info}");
+    let (ok, log) = second.stop();
     assert!(ok, "{log}");
 }

@@ -401,6 +401,7 @@ mod tests {
                 mad: Vec::new(),
                 uio: Vec::new(),
                 aux_type: None,
+                rdma_in_netns: false,
             },
             need_vhost_net: false,
             is_rdma: false,

@@ -83,7 +83,9 @@ fn discover(config_file: &Path, prefix: &str, sysfs_root: &Path, json: bool) -> 
         eprintln!("warning: cannot read the host's routes ({e}); no device is excluded for one");
         Default::default()
     });
-    let scan = Sysfs::new(sysfs_root).scan()?;
+    let sysfs = Sysfs::new(sysfs_root);
+    let mut scan = sysfs.scan()?;
+    host::mark_rdma_in_netns(&sysfs, &mut scan.devices);
     let (_, report) = pools::build(&cfg, &scan, &routes);
     let mut out = std::io::stdout().lock();
     if json {

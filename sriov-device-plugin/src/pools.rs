@@ -203,7 +203,7 @@ fn reject(sel: &Selector, d: &PciDevice, by_addr: &HashMap<&str, &PciDevice>) ->
             return Some(r);
         }
     }
-    if sel.is_rdma && d.rdma.is_empty() {
+    if sel.is_rdma && d.rdma.is_empty() && !d.rdma_in_netns {
         return Some("isRdma: it has no RDMA device".into());
     }
     None

@@ -133,11 +133,41 @@ struct Shared {
     tx: watch::Sender<Published>,
     devinfo_dir: PathBuf,
     dev_root: PathBuf,
+    /// For what is read at allocation time.
+    sysfs: Sysfs,
     /// Set by the kubelet's NotifyRegistrationStatus (watcher mode).
     registration_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    /// An `isRdma` device on record without its RDMA device (it was in a
+    /// pod's netns at the last scan, exclusive mode) reads it again now:
+    /// the pod may have ended since, and the container being created needs
+    /// the device's nodes (upstream reads RDMA specs at allocation for the
+    /// same reason, PR 611).
+    fn refresh_rdma(&self, st: &mut PoolState, ids: &[String]) {
+        for id in ids {
+            let Some(d) = st.devices.get_mut(id) else {
+                continue;
+            };
+            if !d.is_rdma || !d.dev.rdma.is_empty() {
+                continue;
+            }
+            d.dev.rdma = self.sysfs.rdma(id);
+            if d.dev.rdma.is_empty() {
+                tracing::warn!(
+                    device = id,
+                    "allocated while its RDMA device is still in a pod's netns: no RDMA nodes"
+                );
+            } else {
+                d.dev.uverbs = self.sysfs.uverbs(id);
+                d.dev.mad = self.sysfs.mad(id);
+                d.dev.rdma_in_netns = false;
+                tracing::info!(device = id, rdma = ?d.dev.rdma, "RDMA device back on the host");
+            }
+        }
+    }
+
     fn publish(&self) {
         let list = self.state.read().expect("pool state").list();
         self.tx.send_if_modified(|cur| {
@@ -214,6 +244,7 @@ impl DevicePlugin for Plugin {
         let mut st = self.0.state.write().expect("pool state");
         let mut container_responses = Vec::new();
         for c in &req.into_inner().container_requests {
+            self.0.refresh_rdma(&mut st, &c.devices_ids);
             let r = alloc::container_response(
                 &st.config,
                 &st.devices,
@@ -400,6 +431,7 @@ impl Daemon {
             HashSet::new()
         });
         self.keep_rdma_of_allocated(&mut scan.devices);
+        host::mark_rdma_in_netns(&self.sysfs, &mut scan.devices);
         let (built, report) = pools::build(&cfg, &scan, &routes);
         for p in &report.empty_pools {
             tracing::warn!(
@@ -462,6 +494,7 @@ impl Daemon {
                         tx,
                         devinfo_dir: self.opts.devinfo_dir.clone(),
                         dev_root: self.opts.dev_root.clone(),
+                        sysfs: self.sysfs.clone(),
                         registration_failed: false.into(),
                     });
                     let socket = self

@@ -69,8 +69,9 @@ impl KernelError {
         let object = self.op.object;
         match self.errno {
             libc::EEXIST => format!("{object} already exists"),
-            // ENODEV always means the interface, even when adding an address
-            // or a route *to* it.
+            // ENODEV means the interface, even when adding an address or a
+            // route *to* it; for devlink, the devlink instance.
+            libc::ENODEV if object == "devlink device" => "devlink device not found".to_owned(),
             libc::ENODEV => "interface not found".to_owned(),
             libc::ENOENT if self.op.creates_kind => {
                 format!("{object} kind not available in this kernel")

@@ -8,6 +8,7 @@
 //! - [`vf`]: SR-IOV VF attributes through the PF.
 //! - [`tc`]: the clsact qdisc and raw tc filters.
 //! - [`attr`]: raw attribute encoding for what the typed crate lacks.
+//! - [`genl`], [`devlink`]: generic netlink and devlink device parameters.
 //!
 //! Every operation is a pure request builder (`req::*`, golden-tested
 //! against the bytes iproute2 sends, see `tests/fixtures/capture.sh`) plus a
@@ -26,7 +27,9 @@
 
 pub mod addr;
 pub mod attr;
+pub mod devlink;
 pub mod error;
+pub mod genl;
 pub mod link;
 pub mod route;
 pub mod socket;

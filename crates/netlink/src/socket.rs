@@ -1,4 +1,5 @@
-//! The one `NETLINK_ROUTE` socket type and the request/reply protocol.
+//! The one netlink socket type (`NETLINK_ROUTE`, or `NETLINK_GENERIC` for
+//! [`crate::genl`]) and the request/reply protocol.
 //!
 //! Owns: opening the socket (in the caller's netns or in another one), socket
 //! options, sequence numbers, sending one request and collecting its replies
@@ -23,7 +24,10 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use netlink_sys::{
+    Socket, SocketAddr,
+    protocols::{NETLINK_GENERIC, NETLINK_ROUTE},
+};
 
 use crate::{
     attr,
@@ -173,6 +177,14 @@ impl Netlink {
         Self::open().map_err(|e| Error::io("open rtnetlink socket", e))
     }
 
+    /// Opens a `NETLINK_GENERIC` socket in the calling thread's network
+    /// namespace, for the generic netlink families ([`crate::genl`]). The
+    /// request/reply protocol is the same; only the message types differ.
+    pub fn generic() -> Result<Self> {
+        Self::open_protocol(NETLINK_GENERIC)
+            .map_err(|e| Error::io("open generic netlink socket", e))
+    }
+
     /// Opens a socket inside the network namespace at `path` (e.g.
     /// `/run/netns/pod1` or `/proc/<pid>/ns/net`).
     ///
@@ -200,7 +212,11 @@ impl Netlink {
     }
 
     fn open() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        Self::open_protocol(NETLINK_ROUTE)
+    }
+
+    fn open_protocol(protocol: isize) -> io::Result<Self> {
+        let mut socket = Socket::new(protocol)?;
         socket.bind_auto()?;
         // Errors carry the kernel's explanation ("Unknown device type").
         socket.set_ext_ack(true)?;

@@ -638,3 +638,46 @@ fn vf_info_on_a_link_without_vfs() {
     let e = vf::list(&mut nl, "nope0").unwrap_err();
     assert!(e.is_not_found(), "{e}");
 }
+
+/// Whether the running kernel has function `name` (`/proc/kallsyms` lists
+/// every function, whatever `kptr_restrict` hides of the addresses).
+fn kernel_has(name: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .expect("/proc/kallsyms")
+        .lines()
+        .any(|l| l.rsplit(' ').next() == Some(name))
+}
+
+/// devlink through generic netlink: the family resolves exactly when the
+/// kernel has devlink (the host's 6.18 here has none; Debian's 6.1 and
+/// 6.12 do), and a PCI address no driver registered reads as "no such
+/// instance", as `devlink dev param show` sees it too.
+#[test]
+fn devlink_family_and_a_device_without_devlink() {
+    let has = kernel_has("devlink_alloc_ns");
+    let dl = plexus_netlink::devlink::Devlink::open().unwrap();
+    assert_eq!(dl.is_some(), has, "devlink family vs kallsyms");
+    let shown = std::process::Command::new("devlink")
+        .args([
+            "dev",
+            "param",
+            "show",
+            "pci/0000:ff:1f.7",
+            "name",
+            "enable_rdma",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&shown.stderr).into_owned();
+    assert!(!shown.status.success(), "{said}");
+    let Some(mut dl) = dl else {
+        assert!(said.contains("Failed to connect to devlink"), "{said}");
+        return;
+    };
+    assert!(said.contains("No such device"), "{said}");
+    assert_ne!(dl.family(), 0);
+    assert_eq!(
+        dl.param("pci", "0000:ff:1f.7", "enable_rdma").unwrap(),
+        None
+    );
+}

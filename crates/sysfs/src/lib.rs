@@ -119,6 +119,18 @@ pub struct PciDevice {
     /// devices are the auxiliary device's own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aux_type: Option<String>,
+    /// An RDMA device that the host cannot see because it is in a
+    /// container's network namespace with the netdev (RDMA exclusive netns
+    /// mode): `rdma` is empty, yet the device is RDMA-capable. Sysfs
+    /// cannot tell this; the device plugin sets it from devlink's
+    /// `enable_rdma` parameter.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rdma_in_netns: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl PciDevice {
@@ -575,6 +587,7 @@ impl Sysfs {
                 .map(|n| format!("/dev/{n}"))
                 .collect(),
             aux_type: None,
+            rdma_in_netns: false,
         })
     }
 
@@ -586,7 +599,7 @@ impl Sysfs {
                 .and_then(|t| t.parse().ok())
                 .map(link_type_name)
         });
-        let rdma = Self::list(&self.device_dir(id).join("infiniband"));
+        let rdma = self.rdma(id);
         let (uverbs, mad) = if rdma.is_empty() {
             (Vec::new(), Vec::new())
         } else {
@@ -681,6 +694,13 @@ impl Sysfs {
             }
         }
         Ok(scan)
+    }
+
+    /// The RDMA devices (`infiniband/`, e.g. `mlx5_2`) of a PCI or
+    /// auxiliary device, as the host sees them now.
+    #[must_use]
+    pub fn rdma(&self, address: &str) -> Vec<String> {
+        Self::list(&self.device_dir(address).join("infiniband"))
     }
 
     /// The `uverbs` character devices of an RDMA-capable PCI or auxiliary

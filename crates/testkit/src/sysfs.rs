@@ -666,6 +666,23 @@ impl FakeSysfs {
         }
     }
 
+    /// Emulates devlink's `enable_rdma` parameter of the device at `bdf`
+    /// (mlx5 registers a devlink instance per PF and per VF): the
+    /// file `plexus_emulated_devlink.json` in its directory, which the
+    /// device plugin reads instead of the kernel's devlink (a real `/sys`
+    /// never has the file).
+    ///
+    /// # Panics
+    /// If the device is missing.
+    pub fn devlink_enable_rdma(&self, bdf: &str, on: bool) {
+        let dir = self.device_dir(bdf);
+        assert!(dir.is_dir(), "no device {bdf} in the fake sysfs");
+        write(
+            &dir.join("plexus_emulated_devlink.json"),
+            &format!("{{\"enable_rdma\": {on}}}"),
+        );
+    }
+
     /// Adds a switchdev representor netdev under the PF at `pf_bdf`.
     /// Returns the netdev directory.
     ///
