@@ -3,7 +3,9 @@
 //! as veth ends in a "host" namespace whose peers sit on a bridge `sw0` in
 //! a "wire" namespace (the NIC's switch).
 
-use plexus_testkit::{EmulatedVf, EmulatedVfSpec, FakeSysfs, NetNs, PfSpec, sysfs::DEFAULT_PF_BDF};
+use plexus_testkit::{
+    EmulatedVf, EmulatedVfSpec, FakeSysfs, NetNs, PfSpec, VfSpec, sysfs::DEFAULT_PF_BDF,
+};
 
 /// A fake sysfs holding the default X710 PF, marked emulated for the
 /// `sriov` plugin; returns it and the PF's state file.
@@ -12,8 +14,18 @@ use plexus_testkit::{EmulatedVf, EmulatedVfSpec, FakeSysfs, NetNs, PfSpec, sysfs
 /// When the tree cannot be written.
 #[must_use]
 pub fn emulated_pf() -> (FakeSysfs, std::path::PathBuf) {
+    emulated(PfSpec::default())
+}
+
+/// [`emulated_pf`] with another PF (its `bdf` must be the default one):
+/// the emulation refuses what that PF's driver refuses in its eswitch mode.
+///
+/// # Panics
+/// When the tree cannot be written.
+#[must_use]
+pub fn emulated(pf: PfSpec) -> (FakeSysfs, std::path::PathBuf) {
     let sysfs = FakeSysfs::new();
-    sysfs.pf(PfSpec::default());
+    sysfs.pf(pf);
     let state = sysfs.emulate_pf(DEFAULT_PF_BDF);
     (sysfs, state)
 }
@@ -56,6 +68,21 @@ pub fn wire(prefix: &str) -> NetNs {
 /// When a link cannot be made.
 #[must_use]
 pub fn vfs(host: &NetNs, wire: &NetNs, sysfs: &FakeSysfs, n: u32) -> Vec<EmulatedVf> {
+    vfs_of(host, wire, sysfs, n, &VfSpec::default())
+}
+
+/// [`vfs`] of another model (`VfSpec::connectx5()`).
+///
+/// # Panics
+/// When a link cannot be made.
+#[must_use]
+pub fn vfs_of(
+    host: &NetNs,
+    wire: &NetNs,
+    sysfs: &FakeSysfs,
+    n: u32,
+    model: &VfSpec,
+) -> Vec<EmulatedVf> {
     (0..n)
         .map(|i| {
             let vf = EmulatedVf::create(
@@ -66,6 +93,7 @@ pub fn vfs(host: &NetNs, wire: &NetNs, sysfs: &FakeSysfs, n: u32) -> Vec<Emulate
                     vf_index: i,
                     vf_ifname: format!("ensvf{i}"),
                     peer_ifname: format!("rep{i}"),
+                    vf: model.clone(),
                     ..EmulatedVfSpec::default()
                 },
             )

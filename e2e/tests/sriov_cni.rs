@@ -14,7 +14,7 @@
 use std::{path::PathBuf, process::Output};
 
 use plexus_e2e::{REFERENCE_PLUGINS, bin, sriov};
-use plexus_testkit::{EmulatedVf, FakeSysfs, NetNs, VfSpec, sysfs::DEFAULT_PF_BDF};
+use plexus_testkit::{EmulatedVf, FakeSysfs, NetNs, PfSpec, VfSpec, sysfs::DEFAULT_PF_BDF};
 use serde_json::{Value, json};
 
 struct Rig {
@@ -31,11 +31,16 @@ struct Rig {
 }
 
 fn rig(n: u32) -> Rig {
+    rig_of(n, PfSpec::default(), &VfSpec::default())
+}
+
+/// A rig on another NIC model (its PF must have room for VF 11).
+fn rig_of(n: u32, pf: PfSpec, model: &VfSpec) -> Rig {
     let host = NetNs::with_prefix("sr-host").unwrap();
     let wire = sriov::wire("sr-wire");
     wire.sh("ip", &["addr", "add", "10.56.0.254/24", "dev", "sw0"]);
-    let (sysfs, state) = sriov::emulated_pf();
-    let vfs = sriov::vfs(&host, &wire, &sysfs, n);
+    let (sysfs, state) = sriov::emulated(pf);
+    let vfs = sriov::vfs_of(&host, &wire, &sysfs, n, model);
     // VFs without a netdev, bound to `driver`.
     let bare = |index, driver: &str| {
         let spec = VfSpec {
@@ -840,4 +845,72 @@ fn del_after_the_netns_died_renames_a_vf_that_came_back_as_dev_n() {
     );
     assert!(r.data_files().is_empty(), "{:?}", r.data_files());
     assert!(r.leases().is_empty(), "{:?}", r.leases());
+}
+
+/// A ConnectX-5 whose eswitch is in switchdev mode (its netdev is the
+/// uplink representor `p0`), as mlx5 answers: the legacy VF settings, a
+/// VLAN other than 0, spoof checking, trust and link state, are refused
+/// with EOPNOTSUPP, and the error says what to do instead; the refused ADD
+/// leaves VF and PF as they were. The MAC, the rate and VLAN 0 are taken,
+/// and DEL puts them back.
+#[test]
+fn mlx5_in_switchdev_mode_refuses_the_legacy_vf_settings_and_changes_nothing() {
+    let r = rig_of(
+        1,
+        PfSpec {
+            total_vfs: 16,
+            ..PfSpec::connectx5()
+        },
+        &VfSpec::connectx5(),
+    );
+    let vf = r.vfs[0].vf_bdf.clone();
+    let pod = NetNs::with_prefix("sr-mlx5").unwrap();
+    let host_before = r.host.link("ensvf0").unwrap();
+    for (what, extra) in [
+        ("vlan", json!({"vlan": 10})),
+        (
+            "spoofchk",
+            json!({"mac": "02:00:00:00:07:01", "spoofchk": "off"}),
+        ),
+        ("trust", json!({"trust": "on"})),
+        ("link_state", json!({"link_state": "enable"})),
+    ] {
+        let out = r.run("ADD", Some(&pod), "refused", &r.conf(&vf, &extra));
+        let (c, m) = cni_error(&out);
+        assert_eq!(c, 5, "{what}: {m}");
+        assert!(m.contains("(EOPNOTSUPP)"), "{what}: {m}");
+        assert!(m.contains("switchdev mode"), "{what}: {m}");
+        assert_eq!(
+            r.host.link("ensvf0").unwrap(),
+            host_before,
+            "{what}: VF changed"
+        );
+        let st = r.vf_state(0);
+        assert!(
+            st.is_null() || st == serde_json::from_str::<Value>(DEFAULTS).unwrap(),
+            "{what}: PF state changed: {st}"
+        );
+        assert!(r.data_files().is_empty(), "{what}: {:?}", r.data_files());
+        assert!(r.leases().is_empty(), "{what}");
+    }
+
+    let conf = r.conf(
+        &vf,
+        &json!({"mac": "02:00:00:00:07:02", "vlan": 0, "max_tx_rate": 100}),
+    );
+    r.ok("ADD", Some(&pod), "taken", &conf);
+    let st = r.vf_state(0);
+    assert_eq!(
+        (st["mac"].as_str(), st["maxTxRate"].as_u64()),
+        (Some("02:00:00:00:07:02"), Some(100)),
+        "{st}"
+    );
+    assert!(pod.link("net1").is_some());
+    r.ok("DEL", Some(&pod), "taken", &conf);
+    assert_eq!(
+        r.vf_state(0),
+        serde_json::from_str::<Value>(DEFAULTS).unwrap()
+    );
+    assert!(r.leases().is_empty());
+    assert!(r.data_files().is_empty(), "{:?}", r.data_files());
 }

@@ -216,17 +216,34 @@ pub struct EmulatedPf {
     /// The PF's driver, from the fake sysfs tree: the emulation refuses
     /// what that driver refuses.
     driver: Option<String>,
+    /// The PF's eswitch is in switchdev mode: its netdev is the uplink
+    /// representor (`phys_port_name` `p<N>`), as the kernel shows it.
+    switchdev: bool,
 }
 
 impl EmulatedPf {
     /// The emulated PF whose state file is `state` (in the PF's directory,
     /// whose `driver` link names the driver it behaves like).
     pub fn new(state: PathBuf) -> Self {
-        let driver = state
-            .parent()
-            .and_then(|d| std::fs::read_link(d.join("driver")).ok())
+        let dir = state.parent().map(Path::to_path_buf).unwrap_or_default();
+        let driver = std::fs::read_link(dir.join("driver"))
+            .ok()
             .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()));
-        Self { state, driver }
+        let switchdev = std::fs::read_dir(dir.join("net"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("phys_port_name")).ok())
+            .any(|n| {
+                n.trim()
+                    .strip_prefix('p')
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            });
+        Self {
+            state,
+            driver,
+            switchdev,
+        }
     }
 
     /// An Intel PF driver that polices VF MACs (i40e, ice).
@@ -235,8 +252,35 @@ impl EmulatedPf {
     }
 
     /// What the driver refuses outright, as its extended ack or kernel log
-    /// says it (i40e_ndo_set_vf_port_vlan, i40e_ndo_set_vf_bw).
+    /// says it (i40e_ndo_set_vf_port_vlan, i40e_ndo_set_vf_bw;
+    /// mlx5e_set_vf_vlan, and the eswitch's legacy-only VF operations,
+    /// which return `-EOPNOTSUPP` in switchdev mode: a VLAN other than 0,
+    /// kept for libvirt, spoof checking, trust and link state).
     fn refusal(&self, vf: u32, setting: &VfSetting) -> Option<String> {
+        const NOT_IN_SWITCHDEV: &str = "Operation not supported (EOPNOTSUPP)";
+        if self.driver.as_deref() == Some("mlx5_core") {
+            return match *setting {
+                VfSetting::Vlan {
+                    proto: VlanProto::Dot1Ad,
+                    ..
+                } => Some(format!(
+                    "set VF {vf} vlan: Protocol not supported (EPROTONOSUPPORT)"
+                )),
+                VfSetting::Vlan { id, .. } if self.switchdev && id != 0 => {
+                    Some(format!("set VF {vf} vlan {id}: {NOT_IN_SWITCHDEV}"))
+                }
+                VfSetting::SpoofCheck(_) if self.switchdev => {
+                    Some(format!("set VF {vf} spoofchk: {NOT_IN_SWITCHDEV}"))
+                }
+                VfSetting::Trust(_) if self.switchdev => {
+                    Some(format!("set VF {vf} trust: {NOT_IN_SWITCHDEV}"))
+                }
+                VfSetting::LinkState(_) if self.switchdev => {
+                    Some(format!("set VF {vf} state: {NOT_IN_SWITCHDEV}"))
+                }
+                _ => None,
+            };
+        }
         match (self.driver.as_deref(), *setting) {
             (
                 Some("i40e"),
@@ -481,5 +525,53 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.contains("EINVAL"), "{e}");
+    }
+
+    /// mlx5 as its eswitch mode makes it: in legacy mode every VF setting
+    /// but an 802.1ad VLAN; in switchdev mode (the PF's netdev is the
+    /// uplink representor `p0`) only the MAC, the rates and VLAN 0.
+    #[test]
+    fn emulated_mlx5_refuses_by_eswitch_mode() {
+        use plexus_testkit::{FakeSysfs, PfSpec, sysfs::DEFAULT_PF_BDF};
+        let vlan = |id, proto| VfSetting::Vlan { id, qos: 0, proto };
+        for switchdev in [false, true] {
+            let fake = FakeSysfs::new();
+            fake.pf(PfSpec {
+                phys_port_name: switchdev.then(|| "p0".to_owned()),
+                ..PfSpec::connectx5()
+            });
+            let mut pf = EmulatedPf::new(fake.emulate_pf(DEFAULT_PF_BDF));
+            let e = pf.set(0, &vlan(10, VlanProto::Dot1Ad)).unwrap_err();
+            assert!(e.contains("EPROTONOSUPPORT"), "{e}");
+            let legacy_only = [
+                vlan(10, VlanProto::Dot1Q),
+                VfSetting::SpoofCheck(false),
+                VfSetting::Trust(true),
+                VfSetting::LinkState(VfLinkMode::Enable),
+            ];
+            for st in &legacy_only {
+                match pf.set(0, st) {
+                    Ok(()) => assert!(!switchdev, "{st:?} taken in switchdev mode"),
+                    Err(e) => {
+                        assert!(switchdev, "{st:?} refused in legacy mode: {e}");
+                        assert!(e.ends_with("(EOPNOTSUPP)"), "{e}");
+                    }
+                }
+            }
+            let mac: MacAddr = "02:00:00:00:00:bb".parse().unwrap();
+            pf.set(0, &VfSetting::Mac(mac)).unwrap();
+            pf.set(0, &vlan(0, VlanProto::Dot1Q)).unwrap();
+            pf.set(
+                0,
+                &VfSetting::Rate {
+                    min_mbps: 10,
+                    max_mbps: 100,
+                },
+            )
+            .unwrap();
+            let c = pf.get(0).unwrap();
+            assert_eq!((c.mac, c.max_tx_rate), (mac, 100));
+            assert_eq!(c.trust, Some(!switchdev), "switchdev: {switchdev}");
+        }
     }
 }

@@ -35,7 +35,7 @@ use plexus_cni::{
 };
 use plexus_netlink::{
     Link, MacAddr, Netlink, addr, link, route,
-    vf::{VfLinkMode, VfSetting, VlanProto},
+    vf::{VfConfig, VfLinkMode, VfSetting, VlanProto},
 };
 use plexus_sysfs::Sysfs;
 use serde_json::Value;
@@ -147,6 +147,21 @@ fn nl_in(path: &Path) -> Result<Netlink, String> {
     Netlink::in_netns(path).map_err(|e| e.to_string())
 }
 
+/// A PF's refusal of a VF setting as the user reads it: `EOPNOTSUPP` is
+/// mostly a switchdev eswitch, which takes none of the legacy VF settings
+/// but the MAC and the rates.
+fn refused(vf: u32, e: &str) -> CniError {
+    let hint = if e.contains("(EOPNOTSUPP)") {
+        "; the PF's driver does not support this VF setting (in switchdev mode, \
+         `devlink dev eswitch show pci/<PF>`, mlx5 takes no VLAN, spoofchk, trust or \
+         link_state for a VF: leave them out of the network's config and apply them \
+         on the VF's representor instead)"
+    } else {
+        ""
+    };
+    io(format!("VF {vf} of the PF: {e}{hint}"))
+}
+
 /// Sets the VF's attributes through the PF, in upstream's order.
 fn apply_vf(pf: &mut dyn PfOps, c: &NetConf, vf: u32) -> Result<(), CniError> {
     let mut settings = Vec::new();
@@ -178,15 +193,13 @@ fn apply_vf(pf: &mut dyn PfOps, c: &NetConf, vf: u32) -> Result<(), CniError> {
     if c.vlan.is_some()
         && let Some(v) = rest.next()
     {
-        pf.set(vf, v)
-            .map_err(|e| io(format!("VF {vf} of the PF: {e}")))?;
+        pf.set(vf, v).map_err(|e| refused(vf, &e))?;
     }
     if let Some(m) = c.mac {
-        pf::set_admin_mac(pf, vf, m).map_err(|e| io(format!("VF {vf} of the PF: MAC {m}: {e}")))?;
+        pf::set_admin_mac(pf, vf, m).map_err(|e| refused(vf, &format!("MAC {m}: {e}")))?;
     }
     for s in rest {
-        pf.set(vf, s)
-            .map_err(|e| io(format!("VF {vf} of the PF: {e}")))?;
+        pf.set(vf, s).map_err(|e| refused(vf, &e))?;
     }
     Ok(())
 }
@@ -230,6 +243,23 @@ fn set_netdev_mac(
     Err(format!("after {} tries: {last}", pf::MAC_TRIES))
 }
 
+/// Whether the PF has `st` for the VF already.
+fn holds(now: &VfConfig, st: &VfSetting) -> bool {
+    match *st {
+        VfSetting::Mac(m) => now.mac == m,
+        VfSetting::Vlan { id, qos, proto } => {
+            now.vlan == u32::from(id)
+                && (id == 0 || (now.qos == u32::from(qos) && now.vlan_proto == proto))
+        }
+        VfSetting::Rate { min_mbps, max_mbps } => {
+            now.min_tx_rate == min_mbps && now.max_tx_rate == max_mbps
+        }
+        VfSetting::SpoofCheck(on) => now.spoofchk == Some(on),
+        VfSetting::Trust(on) => now.trust == Some(on),
+        VfSetting::LinkState(m) => now.link_state == m,
+    }
+}
+
 /// Puts back the PF-side attributes ADD set.
 fn restore_vf(pf: &mut dyn PfOps, a: &Attachment) -> Result<(), String> {
     let s: &SavedVf = &a.saved;
@@ -269,10 +299,18 @@ fn restore_vf(pf: &mut dyn PfOps, a: &Attachment) -> Result<(), String> {
             _ => VfLinkMode::Auto,
         }));
     }
+    // Only what differs from the saved state is written: a refused ADD
+    // records what it meant to change before it changes anything, and a
+    // setting the driver refused (mlx5 in switchdev mode refuses spoofchk)
+    // was never changed, so writing it back would fail this DEL, and every
+    // retry of it, for nothing.
+    let now = pf.get(a.vf_index).ok();
+    let needed = |st: &VfSetting| now.as_ref().is_none_or(|n| !holds(n, st));
     let mut errs = Vec::new();
     let mut rest = settings.iter();
     if ch.vlan
         && let Some(v) = rest.next()
+        && needed(v)
         && let Err(e) = pf.set(a.vf_index, v)
     {
         errs.push(e);
@@ -281,11 +319,15 @@ fn restore_vf(pf: &mut dyn PfOps, a: &Attachment) -> Result<(), String> {
     // VF's netdev any MAC but the admin one while that is set.
     if ch.mac
         && let Ok(m) = s.mac.parse::<MacAddr>()
+        && needed(&VfSetting::Mac(m))
         && let Err(e) = pf::set_admin_mac(pf, a.vf_index, m)
     {
         errs.push(format!("MAC {m}: {e}"));
     }
-    errs.extend(rest.filter_map(|st| pf.set(a.vf_index, st).err()));
+    errs.extend(
+        rest.filter(|st| needed(st))
+            .filter_map(|st| pf.set(a.vf_index, st).err()),
+    );
     if errs.is_empty() {
         Ok(())
     } else {
