@@ -914,3 +914,54 @@ fn mlx5_in_switchdev_mode_refuses_the_legacy_vf_settings_and_changes_nothing() {
     assert!(r.leases().is_empty());
     assert!(r.data_files().is_empty(), "{:?}", r.data_files());
 }
+
+/// The PF's link is down (cable out, switch port down). The PF still takes
+/// VF settings, and a VF in link-state `auto` follows the PF, so it has no
+/// carrier: the emulation says so in the PF's sysfs `operstate` and takes
+/// the carrier from the VF's wire side. ADD does not wait for carrier:
+/// the pod gets its VF with MAC and address, up and NO-CARRIER, at once.
+/// Traffic flows once the link is back, and DEL puts everything back.
+#[test]
+fn a_vf_of_a_pf_whose_link_is_down_is_attached_without_carrier_and_works_once_it_is_up() {
+    let r = rig(1);
+    let vf = &r.vfs[0];
+    r.sysfs
+        .corrupt(DEFAULT_PF_BDF, "net/ens1f0/operstate", "down\n");
+    r.wire.sh("ip", &["link", "set", "rep0", "down"]);
+    let pod = NetNs::with_prefix("sr-pfdown").unwrap();
+    let conf = r.conf(&vf.vf_bdf, &json!({"mac": "02:56:00:00:00:09"}));
+    let started = std::time::Instant::now();
+    let res = r.ok("ADD", Some(&pod), "down", &conf);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "ADD waited {:?} for a link that is down",
+        started.elapsed()
+    );
+    assert_eq!(res["ips"][0]["address"], "10.56.0.10/24", "{res:#}");
+    let inside = pod.link("net1").expect("net1 in the pod");
+    let flags = inside["flags"].as_array().unwrap();
+    assert!(
+        flags.contains(&json!("UP")) && flags.contains(&json!("NO-CARRIER")),
+        "{inside:#}"
+    );
+    assert_eq!(inside["address"], "02:56:00:00:00:09");
+    assert!(pod.addrs("net1").contains(&"10.56.0.10/24".to_owned()));
+    assert!(
+        !ping(&pod, "10.56.0.254"),
+        "a ping over a VF without carrier"
+    );
+
+    r.wire.sh("ip", &["link", "set", "rep0", "up"]);
+    r.sysfs
+        .corrupt(DEFAULT_PF_BDF, "net/ens1f0/operstate", "up\n");
+    assert!(ping(&pod, "10.56.0.254"), "no ping once the link is up");
+
+    r.ok("DEL", Some(&pod), "down", &conf);
+    assert!(r.host.link("ensvf0").is_some(), "the VF is not back");
+    assert_eq!(
+        r.vf_state(0),
+        serde_json::from_str::<Value>(DEFAULTS).unwrap()
+    );
+    assert!(r.data_files().is_empty(), "{:?}", r.data_files());
+    assert!(r.leases().is_empty());
+}
