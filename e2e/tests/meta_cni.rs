@@ -1037,7 +1037,23 @@ fn thick_delegate_endpoint_adds_and_deletes_one_network_in_a_running_pod() {
         assert_eq!(s, 200, "{answer}");
         assert_eq!(pod_links(&a), ["eth0", "net1"]);
 
-        // Added again, then left to the pod's DEL.
+        // `cni-args` reach every plugin's `args.cni`: host-local takes
+        // the address it is asked for there (CONVENTIONS.md).
+        let hl = json!({"cniVersion": "1.0.0", "name": "macvlan-args", "plugins": [
+            {"type": "macvlan", "master": plexus_e2e::meta::MASTER, "mode": "bridge",
+             "ipam": w.ipam("10.77.5.0/24")}]});
+        let mut req = body("ADD");
+        req["env"]["CNI_IFNAME"] = "net6".into();
+        req["config"] = base64::engine::general_purpose::STANDARD
+            .encode(hl.to_string())
+            .into();
+        req["interfaceAttributes"] = json!({"cni-args": {"ips": ["10.77.5.9"]}});
+        let req: ApiRequest = serde_json::from_value(req).unwrap();
+        let (s, b) = post(&sock, "/delegate", &req).unwrap();
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(ipv4(&a, "net6"), "10.77.5.9");
+
+        // Added again, then left to the pod's DEL (with net6).
         assert_eq!(call("ADD").0, 200);
         w.del(&a);
         assert_clean(&w, &[&a]);

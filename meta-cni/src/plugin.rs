@@ -1299,7 +1299,9 @@ impl Plexus {
     /// added to, checked in or deleted from a running pod as `CNI_IFNAME`.
     /// `plexus_conf` holds plexus's keys (the daemon's: `cniDir`, `binDir`,
     /// ...). `attributes` is the request's `interfaceAttributes`: `ips` and
-    /// `mac` go to the delegate as the `ips` and `mac` capabilities.
+    /// `mac` go to the delegate as the `ips` and `mac` capabilities, and
+    /// `cni-args` into every plugin's `args.cni`, as the annotation's
+    /// `cni-args` do (Multus thick does the same with them).
     ///
     /// Unlike Multus, the attachment is recorded in the pod's cache (when
     /// plexus set the pod up), so the pod's DEL removes it too; as with
@@ -1314,7 +1316,14 @@ impl Plexus {
     ) -> Result<Option<CniResult>, CniError> {
         let conf = PlexusConf::from_value(plexus_conf)?;
         let invoker = Invoker::new(conf.search_path(&req.path));
-        let list = NetworkConfigList::from_value(req.config.clone())?;
+        let mut list = NetworkConfigList::from_value(req.config.clone())?;
+        if let Some(args) = attributes
+            .and_then(|a| a.get("cni-args"))
+            .and_then(Value::as_object)
+            .filter(|a| !a.is_empty())
+        {
+            list = crate::resolve::inject_cni_args(&list, args)?;
+        }
         let mut caps = Map::new();
         if let Some(a) = attributes {
             if let Some(ips) = a

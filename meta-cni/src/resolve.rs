@@ -417,7 +417,7 @@ fn attachment(
 
 /// Merges `args` into `args.cni` of every plugin (CONVENTIONS.md "args in
 /// network config"; Multus M31).
-fn inject_cni_args(
+pub(crate) fn inject_cni_args(
     list: &NetworkConfigList,
     args: &Map<String, Value>,
 ) -> Result<NetworkConfigList, CniError> {
