@@ -142,11 +142,34 @@ impl Daemon {
     /// When it does not come up within 10 s.
     #[must_use]
     pub fn start_with(host: &NetNs, dir: &Path, args: &[&str]) -> Self {
+        Self::start_after(host, dir, None, args)
+    }
+
+    /// [`Daemon::start_with`] in a mount namespace of its own (private
+    /// propagation) after `setup` (a `sh` script) ran in it: what a
+    /// DaemonSet pod's mounts are, without touching the host's.
+    ///
+    /// # Panics
+    /// When it does not come up within 10 s.
+    #[must_use]
+    pub fn start_with_mounts(host: &NetNs, dir: &Path, setup: &str, args: &[&str]) -> Self {
+        Self::start_after(host, dir, Some(setup), args)
+    }
+
+    fn start_after(host: &NetNs, dir: &Path, setup: Option<&str>, args: &[&str]) -> Self {
         let socket_dir = dir.join("run");
         let log = dir.join("daemon.log");
-        let child = host
-            .command(bin("plexus"))
-            .expect("host netns")
+        let mut cmd = match setup {
+            None => host.command(bin("plexus")).expect("host netns"),
+            Some(script) => {
+                let mut c = host.command("unshare").expect("host netns");
+                c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg(format!("{script}\nexec \"$0\" \"$@\""))
+                    .arg(bin("plexus"));
+                c
+            }
+        };
+        let child = cmd
             .arg("daemon")
             .arg("--socket-dir")
             .arg(&socket_dir)

@@ -1059,3 +1059,65 @@ fn thick_delegate_endpoint_adds_and_deletes_one_network_in_a_running_pod() {
         assert_clean(&w, &[&a]);
     });
 }
+
+/// `chrootDir`, as Multus thick's DaemonSet uses it: the daemon's
+/// container has no CNI plugins of its own and sees the node's root at
+/// `/hostroot`, so delegates must run chrooted there. Emulated in a mount
+/// namespace of the daemon's own: the node's `/` bind-mounted at
+/// `<tmp>/hostroot`, then an empty tmpfs over the daemon's own view of the
+/// plugin directory. Without `chrootDir` the pod's ADD fails (no such
+/// plugin); with it the pod gets eth0 and net1 with their addresses, and
+/// DEL, also chrooted, leaves nothing.
+#[test]
+fn thick_chroot_dir_runs_delegates_in_the_nodes_root() {
+    use plexus_e2e::meta::Daemon;
+    plexus_e2e::meta::through_daemon(|| {
+        let mut w = World::new(Source::Api);
+        drop(w.daemon.take());
+        let root = w.tmp.path().join("hostroot");
+        std::fs::create_dir(&root).unwrap();
+        let setup = format!(
+            "set -e\nmount --rbind / {}\nmount -t tmpfs plexus-no-plugins {}",
+            root.display(),
+            plexus_e2e::REFERENCE_PLUGINS
+        );
+        let start = |w: &World, chroot: bool| {
+            let config = w.tmp.path().join("daemon-config.json");
+            let mut c = json!({"kubeconfig": w.conf["kubeconfig"]});
+            if chroot {
+                c["chrootDir"] = root.to_str().unwrap().into();
+            }
+            std::fs::write(&config, c.to_string()).unwrap();
+            Daemon::start_with_mounts(
+                &w.host,
+                w.tmp.path(),
+                &setup,
+                &["--config", config.to_str().unwrap()],
+            )
+        };
+
+        w.daemon = Some(start(&w, false));
+        let a = w.pod("a", Some("macvlan-dyn"));
+        let e = cni_error(&w.cni("ADD", &a));
+        assert!(
+            e["msg"]
+                .as_str()
+                .unwrap()
+                .contains("failed to find plugin \"ptp\""),
+            "{e}"
+        );
+        assert_clean(&w, &[&a]);
+
+        w.daemon.take().unwrap().kill();
+        w.daemon = Some(start(&w, true));
+        w.add(&a);
+        assert_eq!(pod_links(&a), ["eth0", "net1"]);
+        assert!(
+            ipv4(&a, "net1").starts_with("10.77."),
+            "{:?}",
+            a.netns.addrs("net1")
+        );
+        w.del(&a);
+        assert_clean(&w, &[&a]);
+    });
+}

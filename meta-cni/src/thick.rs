@@ -110,6 +110,10 @@ pub struct DaemonConfig {
     /// Whether the daemon hot-plugs networks itself (`hotplug`, default
     /// true; false leaves it to multus-dynamic-networks-controller).
     pub hotplug: bool,
+    /// `chrootDir`: the node's root as mounted into the daemon's
+    /// container; delegates run chrooted there
+    /// ([`plexus_cni::invoke::set_chroot`]).
+    pub chroot_dir: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -128,12 +132,17 @@ impl DaemonConfig {
                     .unwrap_or(DEFAULT_SOCKET_DIR),
             )
         });
-        if obj.get("chrootDir").is_some() {
-            tracing::warn!(
-                "chrootDir is not supported: delegates run in the daemon's own mount namespace \
-                 (mount the node's CNI binary and config directories into it)"
-            );
-        }
+        let chroot_dir = match obj.get("chrootDir") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(d)) if d.is_empty() => None,
+            Some(Value::String(d)) if Path::new(d).is_absolute() => Some(PathBuf::from(d)),
+            Some(other) => {
+                return Err(format!(
+                    "chrootDir must be an absolute directory (the node's root as mounted \
+                     into the daemon, e.g. \"/hostroot\"), not {other}"
+                ));
+            }
+        };
         let overrides = obj
             .iter()
             .filter(|(k, _)| !DAEMON_ONLY_KEYS.contains(&k.as_str()))
@@ -160,6 +169,7 @@ impl DaemonConfig {
                 .get(HOTPLUG_KEY)
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
+            chroot_dir,
         })
     }
 
@@ -371,6 +381,19 @@ fn merge(config: &[u8], overrides: &Map<String, Value>) -> Result<Vec<u8>, Strin
 /// # Errors
 /// The socket cannot be made.
 pub fn serve(cfg: DaemonConfig) -> io::Result<()> {
+    if let Some(root) = &cfg.chroot_dir {
+        if !root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "chrootDir {}: not a directory (mount the node's / there)",
+                    root.display()
+                ),
+            ));
+        }
+        tracing::info!(chroot = %root.display(), "delegates run chrooted into the node's root");
+        plexus_cni::invoke::set_chroot(root.clone());
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -1027,6 +1050,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.socket(), Path::new("/run/x/plexus.sock"));
+        assert_eq!(cfg.chroot_dir.as_deref(), Some(Path::new("/hostroot")));
+        for bad in [json!({"chrootDir": "hostroot"}), json!({"chrootDir": 1})] {
+            let e = DaemonConfig::from_value(&bad, None).unwrap_err();
+            assert!(e.contains("chrootDir must be an absolute directory"), "{e}");
+        }
         let merged: Value = serde_json::from_slice(
             &merge(
                 br#"{"type":"plexus","cniDir":"/tmp/c","daemonSocketDir":"/run/x"}"#,

@@ -34,6 +34,27 @@ static OBSERVER: std::sync::OnceLock<Observer> = std::sync::OnceLock::new();
 pub fn set_observer(f: Observer) {
     let _ = OBSERVER.set(f);
 }
+
+static CHROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Thick mode's `chrootDir` (Multus's key): every plugin this process runs
+/// runs chrooted into `dir`, the node's root filesystem as mounted into
+/// the daemon's container (`/hostroot`), so that it sees the node's files,
+/// not the container's: its binary and libraries, `/var/lib/cni`,
+/// `/run/netns`. Plugins are looked up there, and every path a plugin is
+/// given (`CNI_PATH`, `CNI_NETNS`, its binary) is the node's. Set once;
+/// later calls change nothing.
+pub fn set_chroot(dir: PathBuf) {
+    let _ = CHROOT.set(dir);
+}
+
+/// `path` (absolute, as the plugin sees it) as this process sees it.
+fn outside(path: &Path) -> PathBuf {
+    match CHROOT.get() {
+        Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        None => path.to_owned(),
+    }
+}
 use serde_json::{Map, Value, json};
 
 use crate::args::CniArgs;
@@ -214,7 +235,9 @@ impl Invoker {
         &self.path
     }
 
-    /// Finds a plugin binary: the first regular file of that name.
+    /// Finds a plugin binary: the first regular file of that name (under
+    /// the [`set_chroot`] directory, when set: the path returned is then
+    /// the one inside it).
     ///
     /// # Errors
     /// When the name is not a plain file name or no directory has it.
@@ -223,7 +246,7 @@ impl Invoker {
         self.path
             .iter()
             .map(|dir| dir.join(plugin))
-            .find(|p| p.metadata().is_ok_and(|m| m.is_file()))
+            .find(|p| outside(p).metadata().is_ok_and(|m| m.is_file()))
             .ok_or_else(|| Error::NotFound {
                 plugin: plugin.to_owned(),
                 path: self.path.clone(),
@@ -664,12 +687,15 @@ fn run(
 fn spawn(binary: &Path, env: &[(&str, OsString)]) -> std::io::Result<Child> {
     let mut attempt = 0u64;
     loop {
-        let res = std::process::Command::new(binary)
-            .envs(env.iter().map(|(k, v)| (k, v)))
+        let mut cmd = std::process::Command::new(binary);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
+            .stderr(Stdio::piped());
+        if let Some(root) = CHROOT.get() {
+            chroot_before_exec(&mut cmd, root)?;
+        }
+        let res = cmd.spawn();
         match res {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 5 => {
                 attempt += 1;
@@ -678,6 +704,28 @@ fn spawn(binary: &Path, env: &[(&str, OsString)]) -> std::io::Result<Child> {
             other => return other,
         }
     }
+}
+
+/// Makes `cmd` chroot into `root` (and go to its `/`) between fork and
+/// exec, as Go's `SysProcAttr.Chroot` does for Multus: `cmd`'s program is
+/// then resolved inside `root`.
+fn chroot_before_exec(cmd: &mut std::process::Command, root: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let root = std::ffi::CString::new(root.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other(format!("chrootDir {}: a NUL byte", root.display())))?;
+    // SAFETY: the closure runs in the child between fork and exec and makes
+    // two async-signal-safe syscalls (chroot, chdir) on C strings built
+    // before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Waits for the child until `deadline` without polling: a pidfd becomes
