@@ -40,6 +40,7 @@ fn ports() -> PortMap {
 }
 
 fn main() {
+    plexus_e2e::bench::node_env();
     let text = flow_table(FLOWS, 0, &["rep0", "rep1", "rep2", "rep3"]);
     let ports = ports();
     let flows = parse_flows(&text).expect("the generated table parses");

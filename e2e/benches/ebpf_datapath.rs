@@ -416,6 +416,7 @@ fn check_mix(gen_ns: &NetNs, dir: &Path, sock: &RawSocket, hit: &[Vec<u8>], miss
 }
 
 fn main() {
+    plexus_e2e::bench::node_env();
     let rates = install_rate();
     let pps = datapath_pps();
     println!(

@@ -22,6 +22,7 @@ const ROUNDS: usize = 6;
 const PER_ROUND: usize = 15;
 
 fn main() {
+    plexus_e2e::bench::node_env();
     let host = NetNs::with_prefix("bench-host").expect("netns (run as root)");
     let pod = NetNs::with_prefix("bench-pod").expect("netns");
     let tmp = tempfile::tempdir().unwrap();

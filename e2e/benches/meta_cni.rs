@@ -246,6 +246,7 @@ fn leftovers(s: &Setup) -> Vec<String> {
 }
 
 fn main() {
+    plexus_e2e::bench::node_env();
     let s = setup();
     let pod = NetNs::with_prefix("bench-mc-pod").expect("netns");
 

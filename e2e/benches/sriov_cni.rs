@@ -23,6 +23,7 @@ const ROUNDS: usize = 6;
 const PER_ROUND: usize = 15;
 
 fn main() {
+    plexus_e2e::bench::node_env();
     let host = NetNs::with_prefix("bench-sr").expect("netns (run as root)");
     let wire = sriov::wire("bench-srw");
     let pod = NetNs::with_prefix("bench-srp").expect("netns");

@@ -100,6 +100,7 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    plexus_e2e::bench::node_env();
     let fake = tree();
     let cfg_text = json!({"resourceList": [
         {"resourceName": "vfs", "selectors": {"vendors": ["8086"], "drivers": ["iavf"]}}

@@ -7,6 +7,22 @@ use std::time::Duration;
 
 use plexus_testkit::NetNs;
 
+/// Makes this bench's environment the one plugins run in on a node: call
+/// it first in `main`, before any thread starts.
+///
+/// Cargo runs benches with `LD_LIBRARY_PATH` listing every build script's
+/// output directory, and every process a bench starts inherits it: each
+/// exec of a dynamically linked binary (the Go reference plugins, plexus)
+/// then tries some 200 paths for each of its libraries before the system
+/// ones, 0.3 to 0.5 ms an exec here, which no runtime pays. It skewed
+/// every comparison by how many execs each side makes (thick mode's shim
+/// is one more per call than the delegates alone).
+pub fn node_env() {
+    // SAFETY: called first in a bench's `main`, while it is the only
+    // thread, so nothing reads the environment concurrently.
+    unsafe { std::env::remove_var("LD_LIBRARY_PATH") };
+}
+
 /// Runs `body` `n` times in one bash process inside `ns` (after `setup`,
 /// which is not timed) and returns each iteration's duration. `body` must
 /// exit non-zero on failure; the loop then stops and this panics.
