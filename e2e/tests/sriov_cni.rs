@@ -64,6 +64,28 @@ fn rig_of(n: u32, pf: PfSpec, model: &VfSpec) -> Rig {
 }
 
 impl Rig {
+    /// After a refused ADD: VF 0's netdev as it was (`host_before`), its
+    /// PF state never set or set and put back (a refusal midway), and no
+    /// cache, allocation or lease.
+    fn assert_untouched(&self, what: &str, host_before: &Value) {
+        assert_eq!(
+            &self.host.link("ensvf0").unwrap(),
+            host_before,
+            "{what}: VF changed"
+        );
+        let st = self.vf_state(0);
+        assert!(
+            st.is_null() || st == serde_json::from_str::<Value>(DEFAULTS).unwrap(),
+            "{what}: PF state changed: {st}"
+        );
+        assert!(
+            self.data_files().is_empty(),
+            "{what}: {:?}",
+            self.data_files()
+        );
+        assert!(self.leases().is_empty(), "{what}");
+    }
+
     fn data(&self) -> PathBuf {
         self.tmp.path().join("sriov")
     }
@@ -529,19 +551,7 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
         let (c, m) = cni_error(&out);
         assert_eq!(c, code, "{what}: {m}");
         assert!(m.contains(msg), "{what}: {m:?} does not say {msg:?}");
-        assert_eq!(
-            r.host.link("ensvf0").unwrap(),
-            host_before,
-            "{what}: VF changed"
-        );
-        // Never set, or set and put back (a PF refusal midway).
-        let st = r.vf_state(0);
-        assert!(
-            st.is_null() || st == serde_json::from_str::<Value>(DEFAULTS).unwrap(),
-            "{what}: PF state changed: {st}"
-        );
-        assert!(r.data_files().is_empty(), "{what}: {:?}", r.data_files());
-        assert!(r.leases().is_empty(), "{what}");
+        r.assert_untouched(what, &host_before);
     }
 
     // A VF another live pod has.
@@ -880,18 +890,7 @@ fn mlx5_in_switchdev_mode_refuses_the_legacy_vf_settings_and_changes_nothing() {
         assert_eq!(c, 5, "{what}: {m}");
         assert!(m.contains("(EOPNOTSUPP)"), "{what}: {m}");
         assert!(m.contains("switchdev mode"), "{what}: {m}");
-        assert_eq!(
-            r.host.link("ensvf0").unwrap(),
-            host_before,
-            "{what}: VF changed"
-        );
-        let st = r.vf_state(0);
-        assert!(
-            st.is_null() || st == serde_json::from_str::<Value>(DEFAULTS).unwrap(),
-            "{what}: PF state changed: {st}"
-        );
-        assert!(r.data_files().is_empty(), "{what}: {:?}", r.data_files());
-        assert!(r.leases().is_empty(), "{what}");
+        r.assert_untouched(what, &host_before);
     }
 
     let conf = r.conf(

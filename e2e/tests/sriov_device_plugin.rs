@@ -471,8 +471,10 @@ fn a_half_written_config_keeps_the_last_good_pools() {
 /// The `isRdma` pool keeps the VF (the kubelet's capacity must not drop
 /// while the pod holds it); a VF that loses its RDMA device while on the
 /// host (mlx5_ib unloaded, say) does leave the pool.
-#[test]
-fn an_allocated_vf_stays_in_its_rdma_pool_while_its_rdma_device_is_in_the_pod() {
+/// A ConnectX-5 with three VFs, netdev `enp59s0f0v<i>` and RDMA device
+/// `mlx5_<i+2>` each, and a config with one `isRdma` pool of them,
+/// `nvidia.com/cx5_rdma`, in a fresh directory.
+fn rdma_rig() -> (FakeSysfs, Vec<String>, tempfile::TempDir) {
     use plexus_testkit::sysfs::vf_bdf;
     let fake = FakeSysfs::new();
     fake.pf(PfSpec::connectx5());
@@ -492,12 +494,18 @@ fn an_allocated_vf_stays_in_its_rdma_pool_while_its_rdma_device_is_in_the_pod() 
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     write_config(
-        d,
+        dir.path(),
         &json!([{"resourceName": "cx5_rdma", "resourcePrefix": "nvidia.com",
             "selectors": {"vendors": ["15b3"], "devices": ["1018"], "isRdma": true}}]),
     );
+    (fake, vfs, dir)
+}
+
+#[test]
+fn an_allocated_vf_stays_in_its_rdma_pool_while_its_rdma_device_is_in_the_pod() {
+    let (fake, vfs, dir) = rdma_rig();
+    let d = dir.path();
     let kubelet = FakeDeviceManager::start(&d.join("device-plugins"));
     let daemon = Daemon::start(d, fake.root());
     const RDMA: &str = "nvidia.com/cx5_rdma";
@@ -592,32 +600,11 @@ fn an_allocated_vf_stays_in_its_rdma_pool_while_its_rdma_device_is_in_the_pod() 
 /// the next rescan still gives the container its RDMA nodes.
 #[test]
 fn a_restarted_plugin_keeps_a_vf_whose_rdma_device_is_in_a_pod_as_devlink_says() {
-    use plexus_testkit::sysfs::vf_bdf;
-    let fake = FakeSysfs::new();
-    fake.pf(PfSpec::connectx5());
-    let vfs: Vec<String> = (0..3u32)
-        .map(|i| {
-            let bdf = vf_bdf(DEFAULT_PF_BDF, 2, 1, i);
-            fake.vf(
-                DEFAULT_PF_BDF,
-                i,
-                VfSpec {
-                    ifname: Some(format!("enp59s0f0v{i}")),
-                    ..VfSpec::connectx5()
-                },
-            );
-            fake.add_rdma(&bdf, &format!("mlx5_{}", i + 2), i + 2);
-            fake.devlink_enable_rdma(&bdf, i != 1);
-            bdf
-        })
-        .collect();
-    let dir = tempfile::tempdir().unwrap();
+    let (fake, vfs, dir) = rdma_rig();
+    for (i, vf) in vfs.iter().enumerate() {
+        fake.devlink_enable_rdma(vf, i != 1);
+    }
     let d = dir.path();
-    write_config(
-        d,
-        &json!([{"resourceName": "cx5_rdma", "resourcePrefix": "nvidia.com",
-            "selectors": {"vendors": ["15b3"], "devices": ["1018"], "isRdma": true}}]),
-    );
     let kubelet = FakeDeviceManager::start(&d.join("device-plugins"));
     const RDMA: &str = "nvidia.com/cx5_rdma";
     let first = Daemon::start(d, fake.root());
