@@ -404,8 +404,11 @@ pub fn check_preferences(flows: &[Flow], placed: &[(u32, u16)]) -> Result<(), Ve
     let mut groups: Vec<_> = by_pref.into_iter().collect();
     groups.sort();
     for ((_, table, pref), members) in groups {
+        // Encoded once per flow: the pairs below compare bytes. (Encoding
+        // per pair made this O(n²) encodings, 140 ms of a 10k-flow compile.)
+        let keys: Vec<Vec<u8>> = members.iter().map(|&i| match_key(&flows[i])).collect();
         for (n, &a) in members.iter().enumerate() {
-            for &b in &members[n + 1..] {
+            for (m, &b) in members.iter().enumerate().skip(n + 1) {
                 let (fa, fb) = (&flows[a], &flows[b]);
                 let (pa, pb) = (
                     fa.protocol().unwrap_or(ETH_P_ALL),
@@ -415,7 +418,7 @@ pub fn check_preferences(flows: &[Flow], placed: &[(u32, u16)]) -> Result<(), Ve
                     format!(
                         "EtherTypes {pa:#06x} and {pb:#06x}: a tc preference holds one protocol"
                     )
-                } else if match_key(fa) == match_key(fb) {
+                } else if keys[n] == keys[m] {
                     "the same match: one flow would replace the other".to_owned()
                 } else if fa.priority != fb.priority && fa.matches.overlaps(&fb.matches) {
                     let r = level_priorities(fa.priority);
