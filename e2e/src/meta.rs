@@ -115,6 +115,18 @@ pub fn through_daemon<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Waits until `f` holds, at most 5 s.
+///
+/// # Panics
+/// When it never does, naming `what`.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `plexus daemon`, killed on drop; its log is `<tmp>/daemon.log`.
 #[derive(Debug)]
 pub struct Daemon {

@@ -17,7 +17,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use plexus_e2e::cri::{Containerd, PodSpec, install_plexus};
-use plexus_e2e::meta::{Source, World, annotations};
+use plexus_e2e::meta::{Source, World, annotations, eventually};
 use plexus_e2e::sriov;
 use plexus_testkit::{FakeDeviceManager, FakeKubelet, NetNs};
 use serde_json::{Value, json};
@@ -46,6 +46,72 @@ both!(
     failed_adds_name_their_cause_and_leave_nothing_behind,
     pods_whose_networks_cannot_be_rebuilt_are_still_deleted,
 );
+
+/// Hot-plug into a sandbox containerd made: its netns is a path containerd
+/// chose, which the daemon knows only from the ADD containerd ran through
+/// the shim. An element added to the running pod's annotation (at the API
+/// stand-in) gets its interface there with its address and a
+/// network-status entry; one removed loses its interface and lease; the
+/// kubelet's Stop/Remove then deletes the pod with what was hot-plugged,
+/// and nothing is left.
+#[test]
+fn thick_hot_plug_reaches_a_containerd_sandbox() {
+    plexus_e2e::meta::through_daemon(|| {
+        let node = Node::new(Source::Api);
+        let a = node.spec("a", Some("mv-cap"));
+        let id = node
+            .cri
+            .run_pod(&a)
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", node.cri.log()));
+        let path = node.cri.status(&id).unwrap().netns.expect("sandbox netns");
+        let ns = sandbox_ns(&path);
+        let links = |ns: &NetNs| -> Vec<String> {
+            let mut l: Vec<String> = ns
+                .links()
+                .iter()
+                .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+                .filter(|n| n != "lo")
+                .collect();
+            l.sort();
+            l
+        };
+        assert_eq!(links(&ns), ["eth0", "net1"]);
+        let status = || -> Vec<String> {
+            node.network_status(&a, &id)
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .map(|e| format!("{} {}", e["interface"].as_str().unwrap_or(""), e["name"]))
+                .collect()
+        };
+        let set = |networks: &str| {
+            node.w.api().set_pod_annotation(
+                "default",
+                "a",
+                "k8s.v1.cni.cncf.io/networks",
+                Some(networks),
+            );
+        };
+
+        set("mv-cap, bridge-net");
+        eventually("net2 in the sandbox", || ns.link("net2").is_some());
+        eventually("net2 has its address", || {
+            ns.addrs("net2").iter().any(|x| x.starts_with("10.77.2."))
+        });
+        eventually("network-status lists net2", || {
+            status().contains(&"net2 \"default/bridge-net\"".to_owned())
+        });
+        assert_eq!(node.w.leases().len(), 3, "{:?}", node.w.leases());
+
+        set("bridge-net");
+        eventually("net1 gone from the sandbox", || ns.link("net1").is_none());
+        eventually("net1's lease released", || node.w.leases().len() == 2);
+        assert_eq!(links(&ns), ["eth0", "net2"]);
+
+        drop(ns);
+        node.delete_all_and_check_clean(&[path], &[]);
+    });
+}
 
 /// A world with containerd running plexus. containerd goes first (field
 /// order is drop order): it still needs the world's CNI config and

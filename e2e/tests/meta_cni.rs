@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use plexus_e2e::meta::{Pod, Source, World, cni_error, describe, pod_links};
+use plexus_e2e::meta::{Pod, Source, World, cni_error, describe, eventually, pod_links};
 use serde_json::{Value, json};
 
 /// Runs a scenario in both modes.
@@ -680,15 +680,6 @@ fn daemon_metric(w: &World, line_prefix: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// Waits until `f` holds, at most 5 s.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 /// The daemon's informer caches: once synced (`/readyz`), an ADD reads
