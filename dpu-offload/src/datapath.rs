@@ -595,19 +595,75 @@ impl Maps {
     }
 }
 
-const KEY_LEN: usize = size_of::<PxKey>();
-const ID_LEN: usize = 2 * KEY_LEN + size_of::<PxFlow>();
+/// Flows of the running generation, found by their identity across
+/// generations: the bytes of the mask, the masked key and the value
+/// without its counter slot. Each is indexed by a 64-bit hash of those
+/// bytes (the entries themselves stay where the dump put them), and a hit
+/// is confirmed byte for byte. Copying each identity into a 400-byte key
+/// of a hash map, as this did first, took 5 ms of a 10k-flow apply.
+struct Generation<'a> {
+    flows: Vec<(&'a PxKey, &'a PxKey, &'a PxFlow)>,
+    by_hash: HashMap<u64, usize, std::hash::BuildHasherDefault<WordHasher>>,
+    /// Flows whose hash another one took first (rare): searched in turn.
+    collided: Vec<(u64, usize)>,
+    taken: Vec<bool>,
+}
 
-/// The identity of a flow across generations: the bytes of its mask,
-/// masked key and value without the slot. Bytes, not the structs: hashing
-/// the structs field by field (some 200 fields, the actions included) cost
-/// 3 µs a flow, most of an apply of 10k flows.
-type Identity = [u8; ID_LEN];
+impl<'a> Generation<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            flows: Vec::with_capacity(n),
+            by_hash: HashMap::with_capacity_and_hasher(n, Default::default()),
+            collided: Vec::new(),
+            taken: Vec::with_capacity(n),
+        }
+    }
 
-/// Identities, hashed by words (FxHash's mix): the keys are ours, not an
-/// attacker's, and equality decides anyway.
-type IdentityMap<V> = HashMap<Identity, V, std::hash::BuildHasherDefault<WordHasher>>;
+    fn insert(&mut self, mask: &'a PxKey, key: &'a PxKey, value: &'a PxFlow) {
+        let i = self.flows.len();
+        self.flows.push((mask, key, value));
+        self.taken.push(false);
+        let h = identity_hash(mask, key, value);
+        match self.by_hash.entry(h) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.collided.push((h, i)),
+        }
+    }
 
+    /// The slot of the running flow with this identity, which it gives up.
+    fn take(&mut self, mask: &PxKey, key: &PxKey, value: &PxFlow) -> Option<u32> {
+        let h = identity_hash(mask, key, value);
+        let first = self.by_hash.get(&h).copied();
+        let more = self
+            .collided
+            .iter()
+            .filter(|(c, _)| *c == h)
+            .map(|(_, i)| *i);
+        let i = first.into_iter().chain(more).find(|&i| {
+            let (m, k, v) = self.flows[i];
+            !self.taken[i]
+                && ebpf::bytes_of(m) == ebpf::bytes_of(mask)
+                && ebpf::bytes_of(k) == ebpf::bytes_of(key)
+                && ebpf::bytes_of(v)[SLOT_LEN..] == ebpf::bytes_of(value)[SLOT_LEN..]
+        })?;
+        self.taken[i] = true;
+        Some(self.flows[i].2.slot)
+    }
+
+    /// How many were not taken.
+    fn left(&self) -> usize {
+        self.taken.iter().filter(|t| !**t).count()
+    }
+}
+
+/// `PxFlow::slot` leads the struct: the identity is the value's bytes
+/// after it.
+const SLOT_LEN: usize = size_of::<u32>();
+
+/// Hashed by words (FxHash's mix): the keys are ours, not an attacker's,
+/// and equality decides anyway.
 #[derive(Default)]
 struct WordHasher(u64);
 
@@ -621,18 +677,22 @@ impl std::hash::Hasher for WordHasher {
         }
     }
 
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
     fn finish(&self) -> u64 {
         self.0
     }
 }
 
-fn identity(mask: PxKey, key: PxKey, mut v: PxFlow) -> Identity {
-    v.slot = 0;
-    let mut id = [0u8; ID_LEN];
-    id[..KEY_LEN].copy_from_slice(ebpf::bytes_of(&mask));
-    id[KEY_LEN..2 * KEY_LEN].copy_from_slice(ebpf::bytes_of(&key));
-    id[2 * KEY_LEN..].copy_from_slice(ebpf::bytes_of(&v));
-    id
+fn identity_hash(mask: &PxKey, key: &PxKey, value: &PxFlow) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = WordHasher::default();
+    h.write(ebpf::bytes_of(mask));
+    h.write(ebpf::bytes_of(key));
+    h.write(&ebpf::bytes_of(value)[SLOT_LEN..]);
+    h.finish()
 }
 
 /// The classifier filter on `ifindex`.
@@ -855,28 +915,27 @@ impl Datapath {
         // What the running generation holds; leftovers of a crashed apply
         // in the other one go first.
         let all = self.maps.all_flows()?;
-        // Sized once: growing moves every 400-byte identity again.
-        let mut current: IdentityMap<u32> =
-            IdentityMap::with_capacity_and_hasher(all.len(), Default::default());
         let mut used: HashSet<u32> = HashSet::with_capacity(all.len());
         let mut old_keys = Vec::with_capacity(all.len());
         let mut masks: HashMap<u32, PxKey> = HashMap::new();
         let mut leftovers = Vec::new();
-        for (k, v) in all {
+        for (k, v) in &all {
             if k.mask_id / ebpf::MASK_SLOTS as u32 == g {
-                let m = match masks.get(&k.mask_id) {
-                    Some(m) => *m,
-                    None => {
-                        let m = self.maps.mask(k.mask_id)?;
-                        masks.insert(k.mask_id, m);
-                        m
-                    }
-                };
-                current.insert(identity(m, k.key, v), v.slot);
+                if let std::collections::hash_map::Entry::Vacant(e) = masks.entry(k.mask_id) {
+                    e.insert(self.maps.mask(k.mask_id)?);
+                }
                 used.insert(v.slot);
-                old_keys.push(k);
+                old_keys.push(*k);
             } else {
-                leftovers.push(k);
+                leftovers.push(*k);
+            }
+        }
+        let mut current = Generation::with_capacity(old_keys.len());
+        for (k, v) in &all {
+            if k.mask_id / ebpf::MASK_SLOTS as u32 == g
+                && let Some(m) = masks.get(&k.mask_id)
+            {
+                current.insert(m, &k.key, v);
             }
         }
         if !leftovers.is_empty() {
@@ -901,8 +960,8 @@ impl Datapath {
         let mut entries = Vec::with_capacity(table.flows.len());
         let mut zero = Vec::new();
         for f in &table.flows {
-            let id = identity(table.masks[f.mask as usize], f.key, f.value);
-            let (slot, change) = match current.remove(&id) {
+            let kept = current.take(&table.masks[f.mask as usize], &f.key, &f.value);
+            let (slot, change) = match kept {
                 Some(s) => (s, Change::Kept),
                 None => {
                     let s = free.next().expect("compile bounds the table to MAX_FLOWS");
@@ -922,7 +981,7 @@ impl Datapath {
         }
         batch::zero_percpu(&self.maps.stats_fd, &zero, size_of::<PxCounter>(), nr_cpus)
             .map_err(io_err(Path::new("px_stats")))?;
-        report.removed = current.len();
+        report.removed = current.left();
 
         let written = self.write_generation(ng, table, &entries);
         // Where the classifier is: what px_ports recorded, and what tc
