@@ -224,10 +224,19 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
     };
     let env = |k: &str| req.env.get(k).cloned();
     let verb = req.env.get("CNI_COMMAND").map_or("", String::as_str);
+    // The config's own keys the daemon reads (the plugin parses it again).
+    let keys = serde_json::from_slice::<Value>(&config).ok();
+    let key = |k: &str| {
+        keys.as_ref()
+            .and_then(|c| c.get(k))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     // Hot-plug's pass after an ADD: the pod, its cluster's caches and its
     // networks annotation as the ADD starts, looked up once.
     let watched = (cfg.hotplug && verb == "ADD")
-        .then(|| cached_pod(&req.env, &config))
+        .then(|| cached_pod(&req.env, key("kubeconfig").as_deref()))
         .flatten()
         .map(|(pod, informers)| {
             let before = networks_of(&informers, &pod);
@@ -236,11 +245,9 @@ pub fn handle_cni(cfg: &DaemonConfig, body: &[u8]) -> (u16, String) {
     let started = std::time::Instant::now();
     let outcome = dispatch(&Plexus, &env, &mut config.as_slice(), "");
     if let Some(m) = crate::metrics::get() {
-        let dir = serde_json::from_slice::<Value>(&config)
-            .ok()
-            .and_then(|c| c.get("cniDir").and_then(Value::as_str).map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CNI_DIR));
-        m.cache_dir(&dir);
+        m.cache_dir(
+            &key("cniDir").unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CNI_DIR)),
+        );
         let result = if outcome.success {
             "ok".to_owned()
         } else {
@@ -391,8 +398,8 @@ pub fn serve(cfg: DaemonConfig) -> io::Result<()> {
                 ),
             ));
         }
+        plexus_cni::invoke::set_chroot(root.clone())?;
         tracing::info!(chroot = %root.display(), "delegates run chrooted into the node's root");
-        plexus_cni::invoke::set_chroot(root.clone());
     }
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -901,10 +908,10 @@ fn replug(req: &ApiRequest) {
 }
 
 /// The pod of a CNI request as the kept request names it, and the
-/// informer caches of the request's cluster.
+/// informer caches of the request's cluster (its config's `kubeconfig`).
 fn cached_pod(
     env: &BTreeMap<String, String>,
-    config: &[u8],
+    kubeconfig: Option<&Path>,
 ) -> Option<(
     crate::cluster::PodRef,
     std::sync::Arc<crate::informer::Informers>,
@@ -919,15 +926,7 @@ fn cached_pod(
         name: name.to_owned(),
         uid: args.get("K8S_POD_UID").map(str::to_owned),
     };
-    let kubeconfig = serde_json::from_slice::<Value>(config)
-        .ok()
-        .and_then(|c| {
-            c.get("kubeconfig")
-                .and_then(Value::as_str)
-                .map(PathBuf::from)
-        })
-        .filter(|p| !p.as_os_str().is_empty());
-    Some((pod, crate::informer::for_kubeconfig(kubeconfig.as_deref())?))
+    Some((pod, crate::informer::for_kubeconfig(kubeconfig)?))
 }
 
 /// The networks annotation of `pod` in the informer cache (`Some("")`

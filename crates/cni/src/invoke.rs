@@ -35,7 +35,14 @@ pub fn set_observer(f: Observer) {
     let _ = OBSERVER.set(f);
 }
 
-static CHROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+/// The [`set_chroot`] directory, and the same as a C string for chroot(2)
+/// in the child, made once.
+struct Chroot {
+    dir: PathBuf,
+    c: std::ffi::CString,
+}
+
+static CHROOT: std::sync::OnceLock<Chroot> = std::sync::OnceLock::new();
 
 /// Thick mode's `chrootDir` (Multus's key): every plugin this process runs
 /// runs chrooted into `dir`, the node's root filesystem as mounted into
@@ -44,14 +51,25 @@ static CHROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 /// `/run/netns`. Plugins are looked up there, and every path a plugin is
 /// given (`CNI_PATH`, `CNI_NETNS`, its binary) is the node's. Set once;
 /// later calls change nothing.
-pub fn set_chroot(dir: PathBuf) {
-    let _ = CHROOT.set(dir);
+///
+/// # Errors
+/// The path holds a NUL byte.
+pub fn set_chroot(dir: PathBuf) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("chrootDir {}: a NUL byte", dir.display()),
+        )
+    })?;
+    let _ = CHROOT.set(Chroot { dir, c });
+    Ok(())
 }
 
 /// `path` (absolute, as the plugin sees it) as this process sees it.
 fn outside(path: &Path) -> PathBuf {
     match CHROOT.get() {
-        Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        Some(root) => root.dir.join(path.strip_prefix("/").unwrap_or(path)),
         None => path.to_owned(),
     }
 }
@@ -693,7 +711,7 @@ fn spawn(binary: &Path, env: &[(&str, OsString)]) -> std::io::Result<Child> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(root) = CHROOT.get() {
-            chroot_before_exec(&mut cmd, root)?;
+            chroot_before_exec(&mut cmd, &root.c);
         }
         let res = cmd.spawn();
         match res {
@@ -709,13 +727,10 @@ fn spawn(binary: &Path, env: &[(&str, OsString)]) -> std::io::Result<Child> {
 /// Makes `cmd` chroot into `root` (and go to its `/`) between fork and
 /// exec, as Go's `SysProcAttr.Chroot` does for Multus: `cmd`'s program is
 /// then resolved inside `root`.
-fn chroot_before_exec(cmd: &mut std::process::Command, root: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt as _;
+fn chroot_before_exec(cmd: &mut std::process::Command, root: &'static std::ffi::CStr) {
     use std::os::unix::process::CommandExt as _;
-    let root = std::ffi::CString::new(root.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other(format!("chrootDir {}: a NUL byte", root.display())))?;
     // SAFETY: the closure runs in the child between fork and exec and makes
-    // two async-signal-safe syscalls (chroot, chdir) on C strings built
+    // two async-signal-safe syscalls (chroot, chdir) on C strings made
     // before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
@@ -725,7 +740,6 @@ fn chroot_before_exec(cmd: &mut std::process::Command, root: &Path) -> std::io::
             Ok(())
         });
     }
-    Ok(())
 }
 
 /// Waits for the child until `deadline` without polling: a pidfd becomes
