@@ -240,8 +240,10 @@ fn link_type_name(arphrd: u32) -> String {
     }
 }
 
-/// Whether `phys_port_name` names an uplink (`p0`, `p1`).
-fn is_uplink_port(name: &str) -> bool {
+/// Whether `phys_port_name` names an uplink (`p0`, `p1`): the PF's netdev
+/// of a NIC whose eswitch is in switchdev mode.
+#[must_use]
+pub fn is_uplink_port(name: &str) -> bool {
     name.strip_prefix('p')
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }

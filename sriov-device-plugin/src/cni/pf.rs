@@ -234,11 +234,7 @@ impl EmulatedPf {
             .flatten()
             .flatten()
             .filter_map(|e| std::fs::read_to_string(e.path().join("phys_port_name")).ok())
-            .any(|n| {
-                n.trim()
-                    .strip_prefix('p')
-                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-            });
+            .any(|n| plexus_sysfs::is_uplink_port(n.trim()));
         Self {
             state,
             driver,
