@@ -157,17 +157,9 @@ impl Daemon {
         Self::start_after(host, dir, None, args)
     }
 
-    /// [`Daemon::start_with`] in a mount namespace of its own (private
-    /// propagation) after `setup` (a `sh` script) ran in it: what a
-    /// DaemonSet pod's mounts are, without touching the host's.
-    ///
-    /// # Panics
-    /// When it does not come up within 10 s.
-    #[must_use]
-    pub fn start_with_mounts(host: &NetNs, dir: &Path, setup: &str, args: &[&str]) -> Self {
-        Self::start_after(host, dir, Some(setup), args)
-    }
-
+    /// [`Daemon::start_with`], in a mount namespace of its own (private
+    /// propagation) after `setup` (a `sh` script) ran in it when given:
+    /// what a DaemonSet pod's mounts are, without touching the host's.
     fn start_after(host: &NetNs, dir: &Path, setup: Option<&str>, args: &[&str]) -> Self {
         let socket_dir = dir.join("run");
         let log = dir.join("daemon.log");
@@ -414,6 +406,32 @@ impl World {
                "ranges": [[{"subnet": subnet}]]})
     }
 
+    /// Stops this world's daemon and starts another whose
+    /// `daemon-config.json` is the world's kubeconfig plus `keys`, after
+    /// `mounts` (a `sh` script run in a mount namespace of its own; see
+    /// [`Daemon::start_after`]) when given.
+    ///
+    /// # Panics
+    /// When the config cannot be written or the daemon does not come up.
+    pub fn restart_daemon(&mut self, keys: &Value, mounts: Option<&str>) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill();
+        }
+        let mut config = json!({"kubeconfig": self.conf["kubeconfig"]});
+        for (k, v) in keys.as_object().into_iter().flatten() {
+            config[k] = v.clone();
+        }
+        let path = self.tmp.path().join("daemon-config.json");
+        fs::write(&path, config.to_string()).expect("daemon config");
+        let args = ["--config", path.to_str().expect("UTF-8 temp path")];
+        self.daemon = Some(Daemon::start_after(
+            &self.host,
+            self.tmp.path(),
+            mounts,
+            &args,
+        ));
+    }
+
     /// Starts a new API server stand-in in the host namespace (the old one
     /// stays as it is) and points the kubeconfig at it.
     #[must_use]
@@ -646,8 +664,13 @@ pub fn annotations<'a>(
 /// Links in a pod besides `lo`.
 #[must_use]
 pub fn pod_links(pod: &Pod) -> Vec<String> {
-    pod.netns
-        .links()
+    netns_links(&pod.netns)
+}
+
+/// The interfaces in `ns` but `lo`, in the kernel's order.
+#[must_use]
+pub fn netns_links(ns: &NetNs) -> Vec<String> {
+    ns.links()
         .iter()
         .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
         .filter(|n| n != "lo")

@@ -65,17 +65,7 @@ fn thick_hot_plug_reaches_a_containerd_sandbox() {
             .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", node.cri.log()));
         let path = node.cri.status(&id).unwrap().netns.expect("sandbox netns");
         let ns = sandbox_ns(&path);
-        let links = |ns: &NetNs| -> Vec<String> {
-            let mut l: Vec<String> = ns
-                .links()
-                .iter()
-                .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
-                .filter(|n| n != "lo")
-                .collect();
-            l.sort();
-            l
-        };
-        assert_eq!(links(&ns), ["eth0", "net1"]);
+        assert_eq!(sandbox_links(&ns), ["eth0", "net1"]);
         let status = || -> Vec<String> {
             node.network_status(&a, &id)
                 .and_then(|v| v.as_array().cloned())
@@ -106,7 +96,7 @@ fn thick_hot_plug_reaches_a_containerd_sandbox() {
         set("bridge-net");
         eventually("net1 gone from the sandbox", || ns.link("net1").is_none());
         eventually("net1's lease released", || node.w.leases().len() == 2);
-        assert_eq!(links(&ns), ["eth0", "net2"]);
+        assert_eq!(sandbox_links(&ns), ["eth0", "net2"]);
 
         drop(ns);
         node.delete_all_and_check_clean(&[path], &[]);
@@ -225,6 +215,13 @@ fn sandbox_ns(path: &Path) -> NetNs {
     NetNs::attach(&path.file_name().unwrap().to_string_lossy()).unwrap()
 }
 
+/// The sandbox's interfaces but `lo`, sorted.
+fn sandbox_links(ns: &NetNs) -> Vec<String> {
+    let mut l = plexus_e2e::meta::netns_links(ns);
+    l.sort();
+    l
+}
+
 fn ipv4(ns: &NetNs, ifname: &str) -> String {
     let addrs = ns.addrs(ifname);
     addrs
@@ -275,14 +272,12 @@ fn pods_attach_ping_and_leave_nothing_behind(src: Source) {
         // The pod IP the kubelet gets is eth0's, from the cluster network.
         assert_eq!(st.ip, ipv4(&ns, "eth0"), "{}", spec.name);
         assert!(st.ip.starts_with("10.77.0."), "{}", st.ip);
-        let mut links: Vec<String> = ns
-            .links()
-            .iter()
-            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
-            .filter(|n| n != "lo")
-            .collect();
-        links.sort();
-        assert_eq!(links, ["data0", "eth0", "net1"], "{}", spec.name);
+        assert_eq!(
+            sandbox_links(&ns),
+            ["data0", "eth0", "net1"],
+            "{}",
+            spec.name
+        );
         let status = node
             .network_status(spec, &id)
             .unwrap_or_else(|| panic!("no network-status for {}", spec.name));

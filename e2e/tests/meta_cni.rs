@@ -957,18 +957,7 @@ fn thick_delegate_endpoint_adds_and_deletes_one_network_in_a_running_pod() {
         let mut w = World::new(Source::Api);
         // A daemon that leaves hot-plug to the controller still keeps the
         // pod's ADD (its cache directory, CNI_PATH), which /delegate needs.
-        drop(w.daemon.take());
-        let config = w.tmp.path().join("daemon-config.json");
-        std::fs::write(
-            &config,
-            json!({"kubeconfig": w.conf["kubeconfig"], "hotplug": false}).to_string(),
-        )
-        .unwrap();
-        w.daemon = Some(plexus_e2e::meta::Daemon::start_with(
-            &w.host,
-            w.tmp.path(),
-            &["--config", config.to_str().unwrap()],
-        ));
+        w.restart_daemon(&json!({"hotplug": false}), None);
         let a = w.pod("a", Some("macvlan-dyn"));
         w.add(&a);
         let sock = w.daemon.as_ref().unwrap().socket_dir.join("plexus.sock");
@@ -1061,10 +1050,8 @@ fn thick_delegate_endpoint_adds_and_deletes_one_network_in_a_running_pod() {
 /// DEL, also chrooted, leaves nothing.
 #[test]
 fn thick_chroot_dir_runs_delegates_in_the_nodes_root() {
-    use plexus_e2e::meta::Daemon;
     plexus_e2e::meta::through_daemon(|| {
         let mut w = World::new(Source::Api);
-        drop(w.daemon.take());
         let root = w.tmp.path().join("hostroot");
         std::fs::create_dir(&root).unwrap();
         let setup = format!(
@@ -1072,22 +1059,8 @@ fn thick_chroot_dir_runs_delegates_in_the_nodes_root() {
             root.display(),
             plexus_e2e::REFERENCE_PLUGINS
         );
-        let start = |w: &World, chroot: bool| {
-            let config = w.tmp.path().join("daemon-config.json");
-            let mut c = json!({"kubeconfig": w.conf["kubeconfig"]});
-            if chroot {
-                c["chrootDir"] = root.to_str().unwrap().into();
-            }
-            std::fs::write(&config, c.to_string()).unwrap();
-            Daemon::start_with_mounts(
-                &w.host,
-                w.tmp.path(),
-                &setup,
-                &["--config", config.to_str().unwrap()],
-            )
-        };
 
-        w.daemon = Some(start(&w, false));
+        w.restart_daemon(&json!({}), Some(&setup));
         let a = w.pod("a", Some("macvlan-dyn"));
         let e = cni_error(&w.cni("ADD", &a));
         assert!(
@@ -1099,8 +1072,7 @@ fn thick_chroot_dir_runs_delegates_in_the_nodes_root() {
         );
         assert_clean(&w, &[&a]);
 
-        w.daemon.take().unwrap().kill();
-        w.daemon = Some(start(&w, true));
+        w.restart_daemon(&json!({"chrootDir": root}), Some(&setup));
         w.add(&a);
         assert_eq!(pod_links(&a), ["eth0", "net1"]);
         assert!(

@@ -502,6 +502,19 @@ fn rdma_rig() -> (FakeSysfs, Vec<String>, tempfile::TempDir) {
     (fake, vfs, dir)
 }
 
+/// VF `i` of [`rdma_rig`] as the kernel shows it once its pod ended: its
+/// netdev and RDMA device back on the host.
+fn back_on_host(fake: &FakeSysfs, vf: &str, i: u32) {
+    fake.add_netdev(
+        vf,
+        NetdevSpec {
+            ifname: format!("enp59s0f0v{i}"),
+            ..NetdevSpec::default()
+        },
+    );
+    fake.add_rdma(vf, &format!("mlx5_{}", i + 2), i + 2);
+}
+
 #[test]
 fn an_allocated_vf_stays_in_its_rdma_pool_while_its_rdma_device_is_in_the_pod() {
     let (fake, vfs, dir) = rdma_rig();
@@ -573,14 +586,7 @@ fn an_allocated_vf_stays_in_its_rdma_pool_while_its_rdma_device_is_in_the_pod() 
     // The pod is gone: netdev and RDMA device are back on the host; the
     // VF is free and still in the pool. Then, its RDMA device going away
     // on the host takes it out like any other.
-    fake.add_netdev(
-        &vfs[0],
-        NetdevSpec {
-            ifname: "enp59s0f0v0".into(),
-            ..NetdevSpec::default()
-        },
-    );
-    fake.add_rdma(&vfs[0], "mlx5_2", 2);
+    back_on_host(&fake, &vfs[0], 0);
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(kubelet.lists(RDMA).last().unwrap().len(), 2);
     fake.hide_rdma(&vfs[0]);
@@ -625,14 +631,7 @@ fn a_restarted_plugin_keeps_a_vf_whose_rdma_device_is_in_a_pod_as_devlink_says()
     assert!(l.iter().all(|d| d.1 == "Healthy"), "{l:?}");
 
     // VF 0's pod ends; the kubelet hands it out again before any rescan.
-    fake.add_netdev(
-        &vfs[0],
-        NetdevSpec {
-            ifname: "enp59s0f0v0".into(),
-            ..NetdevSpec::default()
-        },
-    );
-    fake.add_rdma(&vfs[0], "mlx5_2", 2);
+    back_on_host(&fake, &vfs[0], 0);
     let r = kubelet.allocate(RDMA, &[&vfs[0]]).unwrap();
     let nodes: Vec<&str> = r.devices.iter().map(|s| s.host_path.as_str()).collect();
     assert!(nodes.contains(&"/dev/infiniband/uverbs2"), "{nodes:?}");
